@@ -1,0 +1,1 @@
+"""The MNIST pipeline: one module per `dvc.yaml` stage, run as `python -m stages.<name>`."""

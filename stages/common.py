@@ -1,0 +1,79 @@
+"""What every stage shares: one-line failures, atomic writes and the command-line wrapper."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class StageError(Exception):
+    """An expected failure: its message is the one line the user sees."""
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write, renamed onto `path` only if the block succeeds.
+
+    The temporary name keeps the suffix because writers such as Keras and matplotlib pick the
+    format from it, and starts with a dot so that a crash leaves nothing that looks like an output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Like `atomic_path`, for a directory of outputs: all of it appears, or none of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(stage: str, main: Callable[[], None]) -> None:
+    """Run a stage's `main`, turning expected failures into one line on stderr and a non-zero exit.
+
+    SIGTERM is handled like Ctrl-C so that the `finally` blocks of the atomic writers remove their
+    temporary files on either.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        main()
+    except StageError as error:
+        sys.exit(f"{stage}: error: {error}")
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        sys.exit(f"{stage}: error: {error.strerror or error}{where}")
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted, no output written", file=sys.stderr)
+        sys.exit(130)

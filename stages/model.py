@@ -1,0 +1,44 @@
+"""Build the CNN described by the `model` section of `params.yaml`."""
+
+from __future__ import annotations
+
+from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
+from stages.params import ModelParams
+from stages.tf_setup import keras
+
+layers = keras.layers
+
+
+def build_model(params: ModelParams) -> keras.Model:
+    """Conv blocks (conv → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]), then dense layers
+    (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
+    """
+    model = keras.Sequential(name="mnist_cnn")
+    model.add(keras.Input(shape=IMAGE_SHAPE))
+    for block in params.conv_blocks:
+        # Batch-norm has its own shift, so the conv's bias would be redundant.
+        model.add(
+            layers.Conv2D(
+                block.filters,
+                block.kernel_size,
+                padding=block.padding,
+                use_bias=not params.batch_norm,
+            )
+        )
+        _add_activation(model, params.batch_norm, block.dropout, pool=block.pool)
+    model.add(layers.Flatten())
+    for dense in params.dense:
+        model.add(layers.Dense(dense.units, use_bias=not params.batch_norm))
+        _add_activation(model, params.batch_norm, dense.dropout, pool=False)
+    model.add(layers.Dense(NUM_CLASSES, activation="softmax"))
+    return model
+
+
+def _add_activation(model: keras.Sequential, batch_norm: bool, dropout: float, pool: bool) -> None:
+    if batch_norm:
+        model.add(layers.BatchNormalization())
+    model.add(layers.ReLU())
+    if pool:
+        model.add(layers.MaxPooling2D(2))
+    if dropout:
+        model.add(layers.Dropout(dropout))

@@ -1,0 +1,59 @@
+"""Import Keras on TensorFlow without its start-up log noise. Only train and evaluate use it.
+
+Importing TensorFlow costs seconds, which is why the other stages never import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stages.common import StageError
+
+# Read by TensorFlow when first imported; 3 keeps only fatal C++ logs (Python errors still raise).
+# Users can still set either variable themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up messages (oneDNN, CUDA
+    probing) are written before its log level is read, so the variable above cannot hide them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _c_stderr_silenced():
+    import keras
+    import tensorflow as tf
+
+__all__ = ["keras", "load_model", "seed_everything", "tf"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code."""
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: run the train stage first") from None
+    except (ValueError, OSError) as error:
+        raise StageError(f"cannot load {path}: {error}") from None

@@ -1,0 +1,110 @@
+"""Train the CNN on the train split, selecting the epoch by validation loss.
+
+Writes `models/model.keras`, `metrics/train.json` and the per-epoch history `plots/history.csv`.
+The test split is not read here: it belongs to the evaluate stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from stages.common import atomic_path, run, write_json
+from stages.dataset import load_split
+from stages.model import build_model
+from stages.params import TrainParams, load_params
+from stages.paths import HISTORY, MODEL, TRAIN_METRICS
+from stages.tf_setup import keras, seed_everything
+
+HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adadelta": keras.optimizers.Adadelta,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def fit(
+    model: keras.Model, params: TrainParams, train: tuple, val: tuple
+) -> tuple[list[dict[str, float]], int]:
+    """Train `model` in place; return the per-epoch history and the (1-based) epoch kept.
+
+    With early stopping on, the weights of the epoch with the lowest validation loss are
+    restored at the end; without it, the last epoch's weights are kept.
+    """
+    model.compile(
+        optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks = []
+    if params.early_stopping_patience:
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
+        )
+        callbacks.append(stopper)
+    result = model.fit(
+        *train,
+        validation_data=val,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    epochs_run = len(result.history["loss"])
+    history = [
+        {
+            "epoch": epoch + 1,
+            **{key: float(result.history[key][epoch]) for key in HISTORY_COLUMNS[1:]},
+        }
+        for epoch in range(epochs_run)
+    ]
+    kept_epoch = stopper.best_epoch + 1 if params.early_stopping_patience else epochs_run
+    return history, kept_epoch
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def main() -> None:
+    params = load_params("train")
+    seed_everything(params.train.seed)
+    train, val = load_split("train"), load_split("val")
+    model = build_model(params.model)
+    print(
+        f"train: {model.count_params():,} parameters, "
+        f"{len(train[1])} train / {len(val[1])} validation images"
+    )
+    started = time.perf_counter()
+    history, kept_epoch = fit(model, params.train, train, val)
+    seconds = time.perf_counter() - started
+    kept = history[kept_epoch - 1]
+    with atomic_path(MODEL) as tmp:
+        model.save(tmp)
+    write_history(HISTORY, history)
+    write_json(
+        TRAIN_METRICS,
+        {
+            "train_accuracy": kept["accuracy"],
+            "train_loss": kept["loss"],
+            "val_accuracy": kept["val_accuracy"],
+            "val_loss": kept["val_loss"],
+            "best_epoch": kept_epoch,
+            "epochs_run": len(history),
+            "training_seconds": round(seconds, 1),
+        },
+    )
+    print(
+        f"train: kept epoch {kept_epoch} of {len(history)}, val_accuracy "
+        f"{kept['val_accuracy']:.4f}, {seconds:.0f} s → {MODEL}"
+    )
+
+
+if __name__ == "__main__":
+    run("train", main)
