@@ -26,7 +26,9 @@ from stages.paths import HISTORY, PLOTS_DIR, TEST_PREDICTIONS
 def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: run `dvc repro` to produce it") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise StageError(f"cannot read {path}: {error}") from None
     missing = sorted(set(columns) - set(table.columns))
     if missing or table.empty:

@@ -51,9 +51,9 @@ def seed_everything(seed: int) -> None:
 
 def load_model(path: Path) -> keras.Model:
     """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code."""
+    if not path.is_file():
+        raise StageError(f"{path} not found: run the train stage first")
     try:
         return keras.models.load_model(path, safe_mode=True)
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: run the train stage first") from None
     except (ValueError, OSError) as error:
         raise StageError(f"cannot load {path}: {error}") from None

@@ -1,0 +1,203 @@
+"""Test helpers: small MNIST-format data sets, a local HTTP server, and a throw-away DVC repo."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def make_mnist_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict:
+    """Arrays in the layout of Keras' mnist.npz. Each digit d gets a bright bar in row 2d + 4 on
+    top of noise, so a tiny model can learn something in one epoch."""
+    rng = np.random.default_rng(seed)
+
+    def split(count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, size=count).astype(np.uint8)
+        images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
+        images[np.arange(count), 2 * labels + 4, 4:24] = 255
+        return images, labels
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> str:
+    """Write arrays to `path` (uncompressed .npz, like Keras' file); return its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        np.savez(file, **arrays)
+    return sha256_of(path)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from the server's directory, plus failure modes for the download tests:
+    /status/<code>, /truncated/<file> (short body), /slow (no answer in time), /loop (redirects
+    to itself)."""
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.server.hits[self.path] += 1
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "status":
+            self.send_error(int(parts[1]))
+        elif parts[0] == "loop":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.end_headers()
+        elif parts[0] == "slow":
+            time.sleep(self.server.slow_seconds)
+            self.send_error(503)
+        elif parts[0] == "truncated":
+            body = (Path(self.directory) / parts[1]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        else:
+            super().do_GET()
+
+
+@contextmanager
+def serve(directory: Path, slow_seconds: float = 3.0) -> Iterator[http.server.HTTPServer]:
+    """An HTTP server on 127.0.0.1 (a free port) serving `directory` in a background thread.
+    `server.url` is its base URL and `server.hits` counts requests per path."""
+
+    def handler(*args: object, **kwargs: object) -> _Handler:
+        return _Handler(*args, directory=str(directory), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.hits = Counter()
+    server.slow_seconds = slow_seconds
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def tiny_params(url: str, sha256: str) -> dict:
+    """The project's params.yaml with data from `url` and a model and run small enough for tests."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["data"].update(url=url, sha256=sha256, timeout=5, retries=0)
+    params["preprocess"]["validation_size"] = 100
+    params["model"] = {
+        "conv_blocks": [{"filters": 4, "kernel_size": 3, "pool": True}],
+        "dense": [{"units": 16, "dropout": 0.1}],
+        "batch_norm": False,
+    }
+    params["train"].update(epochs=1, batch_size=64, early_stopping_patience=0)
+    params["evaluate"]["batch_size"] = 256
+    params["plots"].update(dpi=30, width=3, height=2)
+    return params
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def edit_params(repo: Path, section: str, **values: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section].update(values)
+    write_params(repo, params)
+
+
+def command_env() -> dict[str, str]:
+    """The environment for `dvc`, `git` and stage commands: this interpreter's `python` first on
+    PATH (dvc.yaml runs `python -m stages.<name>`), no analytics, a fixed git identity."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    return env
+
+
+def run_command(
+    args: list[str], cwd: Path, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_command([str(BIN / "dvc"), *args], repo, check=check)
+
+
+def run_stage(repo: Path, stage: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one stage's command directly, as `dvc repro` would."""
+    return run_command([str(BIN / "python"), "-m", f"stages.{stage}"], repo, check=check)
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_command(["git", *args], repo)
+
+
+def stages_run(output: str) -> set[str]:
+    """Names of the stages whose command `dvc repro` output says it ran."""
+    return {
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+    }
+
+
+def copy_project(destination: Path) -> None:
+    """The pipeline's own files, as a fresh clone would have them (no data, no outputs)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(PROJECT / name, destination / name)
+    shutil.copytree(
+        PROJECT / "stages", destination / "stages", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
+def files_in(folder: Path) -> list[Path]:
+    """Every file and folder under `folder`, but Python's bytecode caches."""
+    return sorted(path for path in folder.rglob("*") if "__pycache__" not in path.parts)
+
+
+def init_repo(repo: Path, params: dict) -> None:
+    """A git + DVC repo holding the pipeline with `params`, everything committed."""
+    copy_project(repo)
+    write_params(repo, params)
+    git(repo, "init", "-q", "-b", "main")
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.analytics", "false")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pipeline")

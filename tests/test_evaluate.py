@@ -1,0 +1,54 @@
+"""Test-set scoring and the model loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.common import StageError
+from stages.evaluate import score
+from stages.tf_setup import keras, load_model
+
+
+def one_hot(predicted: list[int], confidence: float = 0.9) -> np.ndarray:
+    probabilities = np.full((len(predicted), 10), (1 - confidence) / 9, dtype=np.float32)
+    probabilities[np.arange(len(predicted)), predicted] = confidence
+    return probabilities
+
+
+def test_score_accuracy_loss_and_per_class():
+    labels = np.array([0, 0, 1, 1, 2])
+    metrics = score(one_hot([0, 1, 1, 1, 2]), labels)
+    assert metrics["test_accuracy"] == pytest.approx(0.8)
+    # four right at p=0.9, one wrong where the true class got p=0.1/9
+    expected_loss = -(4 * np.log(0.9) + np.log(0.1 / 9)) / 5
+    assert metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert metrics["per_class_accuracy"] == {"0": 0.5, "1": 1.0, "2": 1.0}
+
+
+def test_score_clips_zero_probabilities_like_keras():
+    probabilities = np.zeros((1, 10), dtype=np.float32)
+    probabilities[0, 3] = 1.0
+    assert score(probabilities, np.array([4]))["test_loss"] == pytest.approx(-np.log(1e-7))
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(StageError, match="not found: run the train stage first"):
+        load_model(tmp_path / "model.keras")
+
+
+def test_model_with_a_lambda_layer_is_refused(tmp_path):
+    """safe_mode: a Lambda layer would run code from the file; loading must refuse it."""
+    inputs = keras.Input(shape=(2,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path / "unsafe.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(StageError, match=r"cannot load .*unsafe\.keras: .*(unsafe|safe_mode)"):
+        load_model(path)
+
+
+def test_garbage_model_file_is_refused(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"not a keras archive")
+    with pytest.raises(StageError, match="cannot load"):
+        load_model(path)

@@ -1,0 +1,61 @@
+"""The model section builds the architectures of the reference notebooks, layer for layer."""
+
+from __future__ import annotations
+
+from stages.model import build_model
+from stages.params import ModelParams
+from stages.tf_setup import keras
+
+
+def build(conv_blocks: list[dict], dense: list[dict], batch_norm: bool = False) -> keras.Model:
+    params = ModelParams(conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm)
+    return build_model(params)
+
+
+def test_keras_mnist_cnn_example():
+    # conv 32 → conv 64 → max-pool → dropout 0.25 → dense 128 → dropout 0.5 → dense 10
+    model = build(
+        [
+            {"filters": 32, "kernel_size": 3},
+            {"filters": 64, "kernel_size": 3, "pool": True, "dropout": 0.25},
+        ],
+        [{"units": 128, "dropout": 0.5}],
+    )
+    assert model.count_params() == 1_199_882
+
+
+def test_two_pooled_convs_and_dense_64():
+    # conv 32 → pool → conv 64 → pool → dense 64 → dense 10
+    model = build(
+        [
+            {"filters": 32, "kernel_size": 3, "pool": True},
+            {"filters": 64, "kernel_size": 3, "pool": True},
+        ],
+        [{"units": 64}],
+    )
+    assert model.count_params() == 121_930
+
+
+def test_4x4_kernels_with_dropout():
+    # conv 32 (4×4) → pool → dropout → conv 32 (4×4) → pool → dropout → dense 256 → dropout → 10
+    block = {"filters": 32, "kernel_size": 4, "pool": True, "dropout": 0.25}
+    model = build([block, block], [{"units": 256, "dropout": 0.5}])
+    assert model.count_params() == 150_858
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == 3
+
+
+def test_batch_norm_replaces_biases():
+    model = build([{"filters": 8, "kernel_size": 3, "padding": "same"}], [{"units": 16}], True)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "Conv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "ReLU",
+        "Dense",
+    ]
+    assert not model.layers[0].use_bias
+    assert model.output_shape == (None, 10)

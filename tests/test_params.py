@@ -1,0 +1,156 @@
+"""params.yaml validation and the rule that a stage reads only the params dvc.yaml declares."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import PROJECT, copy_project, files_in, run_stage
+
+from stages.common import StageError
+from stages.params import Params, declared_sections, load_params, validate_params
+
+DEFAULTS = yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def with_value(dotted: str, value: object) -> dict:
+    params = copy.deepcopy(DEFAULTS)
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[last] = value
+    return params
+
+
+def test_project_params_are_valid():
+    params = validate_params(DEFAULTS)
+    assert params.train.optimizer in ("adam", "adadelta", "sgd", "rmsprop")
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        (
+            "train.epochs",
+            -1,
+            r"train\.epochs: Input should be greater than or equal to 1 \(got -1\)",
+        ),
+        ("train.epochs", "ten", r"train\.epochs: Input should be a valid integer \(got 'ten'\)"),
+        ("train.epochs", 2.5, r"train\.epochs: Input should be a valid integer"),
+        ("train.optimizer", "foo", r"train\.optimizer: Input should be 'adam', 'adadelta', 'sgd'"),
+        ("train.learning_rate", 0, r"train\.learning_rate: Input should be greater than 0"),
+        ("data.sha256", "abc", r"data\.sha256: String should match pattern"),
+        ("preprocess.validation_size", 0, r"preprocess\.validation_size: .*greater than or equal"),
+        ("model.batch_norm", "yes", r"model\.batch_norm: Input should be a valid boolean"),
+        ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
+        ("plots.dpi", 5, r"plots\.dpi: Input should be greater than or equal to 10"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(dotted, value, message):
+    with pytest.raises(StageError, match=message):
+        validate_params(with_value(dotted, value))
+
+
+def test_unknown_key_lists_allowed_keys():
+    params = copy.deepcopy(DEFAULTS)
+    params["train"]["epoch"] = params["train"].pop("epochs")
+    with pytest.raises(StageError) as error:
+        validate_params(params)
+    assert "train.epoch: unknown key (allowed: epochs, batch_size, optimizer" in str(error.value)
+    assert "train.epochs: missing" in str(error.value)
+
+
+def test_unknown_key_in_a_conv_block():
+    params = with_value("model.conv_blocks.0.filter", 8)
+    with pytest.raises(
+        StageError, match=r"model\.conv_blocks\[0\]\.filter: unknown key \(allowed: filters,"
+    ):
+        validate_params(params)
+
+
+def test_missing_section():
+    params = copy.deepcopy(DEFAULTS)
+    del params["plots"]
+    with pytest.raises(StageError, match="plots: missing"):
+        validate_params(params)
+
+
+def test_yaml_1_1_exponent_floats_are_accepted():
+    assert validate_params(with_value("train.learning_rate", "1e-3")).train.learning_rate == 0.001
+
+
+def test_model_that_shrinks_the_image_to_nothing_is_refused():
+    blocks = [{"filters": 8, "kernel_size": 5, "pool": True}] * 3
+    with pytest.raises(StageError, match=r"model: conv_blocks\[2\] shrinks the feature map"):
+        validate_params(with_value("model.conv_blocks", blocks))
+
+
+def test_reference_architectures_are_expressible():
+    blocks = [
+        {"filters": 32, "kernel_size": 4, "pool": True, "dropout": 0.25},
+        {"filters": 32, "kernel_size": 4, "pool": True, "dropout": 0.25},
+    ]
+    assert len(validate_params(with_value("model.conv_blocks", blocks)).model.conv_blocks) == 2
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(PROJECT / name, tmp_path / name)
+    return tmp_path
+
+
+def test_stage_gets_only_its_declared_sections(project_copy):
+    params = load_params("train", project_copy)
+    assert params.train.epochs == DEFAULTS["train"]["epochs"]
+    assert params.model.batch_norm == DEFAULTS["model"]["batch_norm"]
+    with pytest.raises(
+        StageError, match=r"stage 'train' reads params section 'data', which dvc\.yaml"
+    ):
+        _ = params.data
+
+
+def test_every_stage_declares_sections_that_exist():
+    pipeline = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    for stage in pipeline["stages"]:
+        assert set(declared_sections(stage, PROJECT)) <= set(Params.model_fields)
+
+
+def test_dotted_declarations_are_refused(project_copy):
+    pipeline = yaml.safe_load((project_copy / "dvc.yaml").read_text())
+    pipeline["stages"]["train"]["params"] = ["train.epochs"]
+    (project_copy / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(
+        StageError, match=r"declares params 'train\.epochs'; declare whole sections"
+    ):
+        load_params("train", project_copy)
+
+
+def test_missing_params_file(project_copy):
+    (project_copy / "params.yaml").unlink()
+    with pytest.raises(StageError, match=r"params\.yaml not found in"):
+        load_params("plots", project_copy)
+
+
+def test_yaml_syntax_error_names_the_line(project_copy):
+    (project_copy / "params.yaml").write_text("train:\n  epochs: [1\n")
+    with pytest.raises(StageError, match=r"params.yaml: invalid YAML at line 3"):
+        load_params("plots", project_copy)
+
+
+def test_stage_command_fails_in_one_line_before_any_work(tmp_path):
+    """Through the CLI: one line on stderr, exit 1, and nothing written."""
+    copy_project(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value("train.optimizer", "foo")))
+    before = files_in(tmp_path)
+    result = run_stage(tmp_path, "download", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "download: error: params.yaml: train.optimizer: Input should be 'adam', 'adadelta', "
+        "'sgd' or 'rmsprop' (got 'foo')"
+    ]
+    assert files_in(tmp_path) == before
