@@ -1,0 +1,175 @@
+"""End to end through the real `dvc` CLI: a throw-away git repo, data from a local HTTP server,
+and tiny params. Asserts which stages each `dvc repro` ran."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import (
+    dvc,
+    edit_params,
+    files_in,
+    git,
+    init_repo,
+    sha256_of,
+    stages_run,
+    tiny_params,
+)
+
+ALL_STAGES = {"download", "preprocess", "train", "evaluate", "plots"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, server, mnist_dir: Path) -> tuple[Path, str]:
+    """A repo after its first `dvc repro`, everything committed; and that run's output."""
+    repo = tmp_path_factory.mktemp("built") / "repo"
+    init_repo(repo, tiny_params(f"{server.url}/mnist.npz", sha256_of(mnist_dir / "mnist.npz")))
+    first = dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first run")
+    return repo, first.stdout
+
+
+@pytest.fixture
+def repo(built: tuple[Path, str], tmp_path: Path) -> Path:
+    """A private copy of the built repo, for a test that changes things."""
+    copy = tmp_path / "repo"
+    shutil.copytree(built[0], copy, symlinks=True)
+    return copy
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def failure(result) -> str:
+    return result.stdout + result.stderr
+
+
+def test_first_repro_runs_every_stage_and_writes_every_output(built):
+    repo, output = built
+    assert stages_run(output) == ALL_STAGES
+    assert (repo / "data/raw/mnist.npz").is_file()
+    for split in ("train", "val", "test"):
+        assert (repo / f"data/processed/{split}/x.npy").is_file()
+        assert (repo / f"data/processed/{split}/y.npy").is_file()
+    assert (repo / "models/model.keras").is_file()
+    train = read_json(repo / "metrics/train.json")
+    assert set(train) == {
+        "train_accuracy",
+        "train_loss",
+        "val_accuracy",
+        "val_loss",
+        "best_epoch",
+        "epochs_run",
+        "training_seconds",
+    }
+    assert train["epochs_run"] == 1
+    evaluate = read_json(repo / "metrics/evaluate.json")
+    assert isinstance(evaluate["test_accuracy"], float) and 0 <= evaluate["test_accuracy"] <= 1
+    assert isinstance(evaluate["test_loss"], float) and evaluate["test_loss"] > 0
+    assert set(evaluate["per_class_accuracy"]) <= {str(digit) for digit in range(10)}
+    history = (repo / "plots/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 2
+    assert len((repo / "plots/test_predictions.csv").read_text().splitlines()) == 201
+    for png in ("accuracy", "loss", "confusion_matrix"):
+        assert (repo / f"plots/{png}.png").stat().st_size > 0
+    # No temporary file of an atomic write survives a successful run.
+    assert not [path for path in files_in(repo) if ".tmp" in path.name]
+
+
+def test_metrics_and_plots_render(repo):
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()
+    metrics = workspace["data"]
+    assert "test_accuracy" in metrics["metrics/evaluate.json"]["data"]
+    assert "val_accuracy" in metrics["metrics/train.json"]["data"]
+    dvc(repo, "plots", "show", "-o", "html")
+    page = (repo / "html/index.html").read_text()
+    for plot in ("Accuracy", "Loss", "plots_test_predictions_csv", "plots_confusion_matrix_png"):
+        assert plot in page
+
+
+def test_second_repro_runs_nothing(repo):
+    output = dvc(repo, "repro").stdout
+    assert stages_run(output) == set()
+    assert "Data and pipelines are up to date." in output
+
+
+def test_plots_param_change_runs_only_plots(repo):
+    edit_params(repo, "plots", dpi=40)
+    assert stages_run(dvc(repo, "repro").stdout) == {"plots"}
+
+
+def test_preprocess_param_change_does_not_download_again(repo):
+    edit_params(repo, "preprocess", seed=7)
+    assert stages_run(dvc(repo, "repro").stdout) == ALL_STAGES - {"download"}
+
+
+def test_epochs_change_retrains_and_metrics_diff_shows_it(repo):
+    edit_params(repo, "train", epochs=2)
+    assert stages_run(dvc(repo, "repro").stdout) == {"train", "evaluate", "plots"}
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    assert diff["metrics/train.json"]["epochs_run"] == {"old": 1, "new": 2, "diff": 1}
+    params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    epochs = params_diff["params.yaml"]["train.epochs"]
+    assert (epochs["old"], epochs["new"]) == (1, 2)
+
+
+def test_experiment_run_and_show(repo):
+    output = dvc(repo, "exp", "run", "-n", "two-epochs", "-S", "train.epochs=2").stdout
+    assert stages_run(output) == {"train", "evaluate", "plots"}
+    table = csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout))
+    experiment = next(row for row in table if row["Experiment"] == "two-epochs")
+    assert experiment["train.epochs"] == "2"
+    assert float(experiment["test_accuracy"]) >= 0
+
+
+def test_wrong_sha256_fails_download_with_one_clear_line(repo, server):
+    edit_params(repo, "data", sha256="0" * 64)
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert (
+        f"download: error: checksum mismatch for {server.url}/mnist.npz: "
+        f"expected sha256 {'0' * 64}, got" in failure(result)
+    )
+    assert list((repo / "data/raw").iterdir()) == [repo / "data/raw/.gitignore"]
+
+
+def test_unreachable_url_fails_with_one_clear_line(repo, server):
+    edit_params(repo, "data", url=f"{server.url}/status/404")
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert f"download: error: cannot download {server.url}/status/404: HTTP 404" in failure(result)
+    assert not (repo / "data/raw/mnist.npz").exists()
+
+
+def test_corrupt_npz_fails_preprocess_and_writes_nothing(repo, mnist_dir, server):
+    corrupt = mnist_dir / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated archive")
+    edit_params(repo, "data", url=f"{server.url}/corrupt.npz", sha256=sha256_of(corrupt))
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert "preprocess: error: data/raw/mnist.npz is not a valid MNIST .npz file" in failure(result)
+    assert not [path for path in (repo / "data/processed").iterdir() if path.is_dir()]
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("train", {"epochs": -1}, "train.epochs: Input should be greater than or equal to 1"),
+        ("train", {"optimizer": "foo"}, "train.optimizer: Input should be 'adam', 'adadelta'"),
+    ],
+)
+def test_invalid_train_param_stops_before_training(repo, section, values, message):
+    edit_params(repo, section, **values)
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert stages_run(result.stdout) == {"train"}
+    assert f"train: error: params.yaml: {message}" in failure(result)
+    assert not (repo / "models/model.keras").exists()
