@@ -70,10 +70,11 @@ def run(stage: str, main: Callable[[], None]) -> None:
     try:
         main()
     except StageError as error:
-        sys.exit(f"{stage}: error: {error}")
+        # Causes quoted from libraries can span lines (urllib's redirect loop does).
+        sys.exit(f"{stage}: error: {' '.join(str(error).split())}")
     except OSError as error:
-        where = f": {error.filename}" if error.filename else ""
-        sys.exit(f"{stage}: error: {error.strerror or error}{where}")
+        where = f"{error.filename}: " if error.filename else ""
+        sys.exit(f"{stage}: error: {where}{error.strerror or error}")
     except KeyboardInterrupt:
         print(f"{stage}: interrupted, no output written", file=sys.stderr)
         sys.exit(130)

@@ -106,7 +106,9 @@ def _open_http(url: str, timeout: float) -> http.client.HTTPResponse:
         if isinstance(error.reason, TimeoutError):
             raise TransientError(f"no answer within {timeout:g} s") from None
         raise TransientError(getattr(error.reason, "strerror", None) or str(error.reason)) from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+    except TimeoutError:
+        raise TransientError(f"no answer within {timeout:g} s") from None
+    except (ConnectionError, http.client.HTTPException) as error:
         raise TransientError(str(error) or type(error).__name__) from None
 
 

@@ -75,7 +75,7 @@ def test_short_body_is_retried_and_reported(server, sha, tmp_path):
 
 
 def test_timeout(server, sha, tmp_path):
-    with pytest.raises(StageError, match=r"/slow: .*(timed out|no answer within 0.5 s)"):
+    with pytest.raises(StageError, match=r"/slow: no answer within 0\.5 s$"):
         download(f"{server.url}/slow", tmp_path / "x.npz", sha, timeout=0.5, retries=0)
     assert_nothing_written(tmp_path)
 
