@@ -53,7 +53,7 @@ def sha256_of(path: Path) -> str:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves files from the server's directory, plus failure modes for the download tests:
     /status/<code>, /truncated/<file> (short body), /slow (no answer in time), /loop (redirects
-    to itself)."""
+    to itself), /drip/<file> (the file, one small chunk at a time, slowly)."""
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
@@ -77,6 +77,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             self.close_connection = True
+        elif parts[0] == "drip":
+            body = (Path(self.directory) / parts[1]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for start in range(0, len(body), 4096):
+                    self.wfile.write(body[start : start + 4096])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up: what the interruption tests do
         else:
             super().do_GET()
 
@@ -164,6 +176,18 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def run_stage(repo: Path, stage: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one stage's command directly, as `dvc repro` would."""
     return run_command([str(BIN / "python"), "-m", f"stages.{stage}"], repo, check=check)
+
+
+def start_stage(repo: Path, stage: str) -> subprocess.Popen:
+    """Start one stage's command in the background, its output unbuffered and piped."""
+    return subprocess.Popen(
+        [str(BIN / "python"), "-m", f"stages.{stage}"],
+        cwd=repo,
+        env={**command_env(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess:

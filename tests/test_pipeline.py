@@ -7,10 +7,14 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from helpers import (
+    BIN,
+    command_env,
     dvc,
     edit_params,
     files_in,
@@ -173,3 +177,28 @@ def test_invalid_train_param_stops_before_training(repo, section, values, messag
     assert stages_run(result.stdout) == {"train"}
     assert f"train: error: params.yaml: {message}" in failure(result)
     assert not (repo / "models/model.keras").exists()
+
+
+def test_second_concurrent_repro_fails_fast_and_the_first_completes(repo):
+    edit_params(repo, "train", epochs=15)
+    first = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=repo,
+        env={**command_env(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = [first.stdout.readline()]
+    while "Running stage 'train'" not in lines[-1]:
+        assert lines[-1], "".join(lines)
+        lines.append(first.stdout.readline())
+    started = time.monotonic()
+    second = dvc(repo, "repro", check=False)
+    assert second.returncode != 0
+    assert "is busy, it is being blocked by" in failure(second)
+    assert time.monotonic() - started < 30
+    rest, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, "".join(lines) + rest
+    assert read_json(repo / "metrics/train.json")["epochs_run"] == 15
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout

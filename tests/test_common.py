@@ -1,0 +1,92 @@
+"""Atomic writes and the one-line failure wrapper that every stage shares."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+from helpers import (
+    copy_project,
+    files_in,
+    make_mnist_arrays,
+    run_stage,
+    tiny_params,
+    write_npz,
+    write_params,
+)
+
+from stages.common import StageError, atomic_dir, atomic_path, run, write_json
+
+
+def disk_full(*args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", "metrics/out.json")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(OSError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        disk_full()
+    assert target.read_text() == "old"
+    assert files_in(tmp_path) == [target]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".json" and tmp.name.startswith(".")
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert files_in(tmp_path) == [target]
+
+
+def test_atomic_dir_is_all_or_nothing(tmp_path):
+    target = tmp_path / "split"
+    with atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("first")
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("second")
+        raise KeyboardInterrupt
+    assert (target / "x.npy").read_text() == "first"
+    assert files_in(tmp_path) == [target, target / "x.npy"]
+
+
+def test_write_json_is_sorted_and_newline_terminated(tmp_path):
+    write_json(tmp_path / "deep" / "m.json", {"b": 1, "a": 0.5})
+    assert (tmp_path / "deep" / "m.json").read_text() == '{\n  "a": 0.5,\n  "b": 1\n}\n'
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "line"),
+    [
+        (StageError("bad input"), 1, "demo: error: bad input"),
+        (StageError("quoted cause\nover two lines"), 1, "demo: error: quoted cause over two lines"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "metrics/out.json"),
+            1,
+            "demo: error: metrics/out.json: No space left on device",
+        ),
+        (KeyboardInterrupt(), 130, "demo: interrupted, no output written"),
+    ],
+)
+def test_run_turns_failures_into_one_line(capsys, failure, code, line):
+    def main() -> None:
+        raise failure
+
+    with pytest.raises(SystemExit) as exit_info:
+        run("demo", main)
+    message = exit_info.value.code
+    if isinstance(message, str):  # sys.exit(text) prints text to stderr and exits 1
+        assert (1, message) == (code, line)
+    else:
+        assert (message, capsys.readouterr().err.strip()) == (code, line)
+
+
+def test_unwritable_output_is_one_line_and_nothing_partial(tmp_path):
+    copy_project(tmp_path)
+    raw = tmp_path / "data/raw/mnist.npz"
+    write_params(tmp_path, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(300, 20))))
+    (tmp_path / "data/processed").write_text("a file where the output folder should be")
+    result = run_stage(tmp_path, "preprocess", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["preprocess: error: data/processed: File exists"]
+    assert [path for path in files_in(tmp_path / "data") if ".tmp" in path.name] == []
+    assert np.load(raw)["x_train"].shape == (300, 28, 28)  # the input is untouched

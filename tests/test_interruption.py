@@ -1,0 +1,69 @@
+"""Ctrl-C and SIGTERM end a stage cleanly: exit 130, one line, and no partial output."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    copy_project,
+    edit_params,
+    files_in,
+    run_stage,
+    sha256_of,
+    start_stage,
+    tiny_params,
+    write_params,
+)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def temporary_files(repo: Path) -> list[Path]:
+    return [path for path in files_in(repo) if ".tmp" in path.name]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_download_leaves_nothing(tmp_path, server, mnist_dir, signum):
+    copy_project(tmp_path)
+    url = f"{server.url}/drip/mnist.npz"
+    write_params(tmp_path, tiny_params(url, sha256_of(mnist_dir / "mnist.npz")))
+    process = start_stage(tmp_path, "download")
+    wait_for(lambda: temporary_files(tmp_path))  # the download is under way
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "download: interrupted, no output written"
+    assert list((tmp_path / "data/raw").iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_training_leaves_no_model(tmp_path, server, mnist_dir, signum):
+    copy_project(tmp_path)
+    write_params(
+        tmp_path, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
+    )
+    edit_params(tmp_path, "train", epochs=1000)
+    run_stage(tmp_path, "download")
+    run_stage(tmp_path, "preprocess")
+    process = start_stage(tmp_path, "train")
+    lines = []
+    wait_for(lambda: lines.append(process.stdout.readline()) or "Epoch 2/1000" in lines[-1])
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "train: interrupted, no output written"
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+    assert not (tmp_path / "metrics").exists()
+    assert temporary_files(tmp_path) == []
+    # The next run starts cleanly.
+    edit_params(tmp_path, "train", epochs=1)
+    run_stage(tmp_path, "train")
+    assert (tmp_path / "models/model.keras").is_file()
