@@ -50,7 +50,14 @@ def seed_everything(seed: int) -> None:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code."""
+    """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code.
+
+    Legacy formats (HDF5 `.h5`, SavedModel folders) are refused: they have no safe mode.
+    """
+    if path.suffix != ".keras":
+        raise StageError(
+            f"{path}: only .keras model files are loaded (legacy formats can run code)"
+        )
     if not path.is_file():
         raise StageError(f"{path} not found: run the train stage first")
     try:

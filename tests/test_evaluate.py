@@ -47,6 +47,13 @@ def test_model_with_a_lambda_layer_is_refused(tmp_path):
         load_model(path)
 
 
+def test_legacy_model_formats_are_refused(tmp_path):
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(StageError, match=r"model\.h5: only \.keras model files are loaded"):
+        load_model(path)
+
+
 def test_garbage_model_file_is_refused(tmp_path):
     path = tmp_path / "model.keras"
     path.write_bytes(b"not a keras archive")
