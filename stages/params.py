@@ -80,8 +80,21 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=65536)
     optimizer: Literal["adam", "adadelta", "sgd", "rmsprop"]
     learning_rate: Float = Field(gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"]
+    warmup_epochs: int = Field(ge=0)
+    augment_shift: Float = Field(ge=0, le=0.5)
+    augment_rotation: Float = Field(ge=0, le=180)
     seed: int = Field(ge=0, le=2**32 - 1)
+    deterministic: bool
     early_stopping_patience: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_training(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
+            )
+        return self
 
 
 class EvaluateParams(Section):

@@ -43,10 +43,12 @@ with _c_stderr_silenced():
 __all__ = ["keras", "load_model", "seed_everything", "tf"]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; if `deterministic`, make TensorFlow's ops deterministic
+    too (the same weights on every run on the same machine, at some cost in speed)."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def load_model(path: Path) -> keras.Model:

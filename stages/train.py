@@ -7,11 +7,12 @@ The test split is not read here: it belongs to the evaluate stage.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from pathlib import Path
 
 from stages.common import atomic_path, run, write_json
-from stages.dataset import load_split
+from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_model
 from stages.params import TrainParams, load_params
 from stages.paths import HISTORY, MODEL, TRAIN_METRICS
@@ -26,16 +27,59 @@ OPTIMIZERS = {
 }
 
 
+def learning_rate(
+    params: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate, or a schedule sized to `epochs`: a linear warm-up from 0 over
+    `warmup_epochs`, then either constant or a cosine decay to 0 at the end of the last epoch."""
+    if params.lr_schedule == "constant" and not params.warmup_epochs:
+        return params.learning_rate
+    warmup_steps = params.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=params.epochs * steps_per_epoch - warmup_steps,
+        warmup_target=params.learning_rate,
+        warmup_steps=warmup_steps,
+        # alpha is the floor of the decay as a fraction of the peak: 1 keeps the rate constant.
+        alpha=1.0 if params.lr_schedule == "constant" else 0.0,
+    )
+
+
+def with_augmentation(model: keras.Model, params: TrainParams) -> keras.Model:
+    """`model` behind random shifts and rotations, which Keras applies only while training.
+
+    The empty border is filled with black (`fill_mode="constant"`), like MNIST's own margins.
+    """
+    augmentation = []
+    if params.augment_rotation:
+        augmentation.append(
+            keras.layers.RandomRotation(
+                params.augment_rotation / 360, fill_mode="constant", seed=params.seed
+            )
+        )
+    if params.augment_shift:
+        shift = params.augment_shift
+        augmentation.append(
+            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=params.seed)
+        )
+    if not augmentation:
+        return model
+    return keras.Sequential([keras.Input(shape=IMAGE_SHAPE), *augmentation, model])
+
+
 def fit(
     model: keras.Model, params: TrainParams, train: tuple, val: tuple
 ) -> tuple[list[dict[str, float]], int]:
     """Train `model` in place; return the per-epoch history and the (1-based) epoch kept.
 
     With early stopping on, the weights of the epoch with the lowest validation loss are
-    restored at the end; without it, the last epoch's weights are kept.
+    restored at the end; without it, the last epoch's weights are kept. Augmentation layers
+    wrap `model` only for training, so the saved model holds none of them.
     """
-    model.compile(
-        optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
+    steps_per_epoch = math.ceil(len(train[1]) / params.batch_size)
+    trainer = with_augmentation(model, params)
+    trainer.compile(
+        optimizer=OPTIMIZERS[params.optimizer](learning_rate(params, steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -45,7 +89,7 @@ def fit(
             monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
         )
         callbacks.append(stopper)
-    result = model.fit(
+    result = trainer.fit(
         *train,
         validation_data=val,
         epochs=params.epochs,
@@ -74,7 +118,7 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def main() -> None:
     params = load_params("train")
-    seed_everything(params.train.seed)
+    seed_everything(params.train.seed, params.train.deterministic)
     train, val = load_split("train"), load_split("val")
     model = build_model(params.model)
     print(

@@ -125,7 +125,15 @@ def tiny_params(url: str, sha256: str) -> dict:
         "dense": [{"units": 16, "dropout": 0.1}],
         "batch_norm": False,
     }
-    params["train"].update(epochs=1, batch_size=64, early_stopping_patience=0)
+    params["train"].update(
+        epochs=1,
+        batch_size=64,
+        lr_schedule="constant",
+        warmup_epochs=0,
+        augment_shift=0.0,
+        augment_rotation=0.0,
+        early_stopping_patience=0,
+    )
     params["evaluate"]["batch_size"] = 256
     params["plots"].update(dpi=30, width=3, height=2)
     return params

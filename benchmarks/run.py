@@ -1,0 +1,237 @@
+"""Benchmark the pipeline on full MNIST. Run by hand, not by the test suite:
+
+    python benchmarks/run.py /path/to/mnist.npz [--seeds 43 44] [--update-results]
+
+Works on a temporary copy of the project with `data.url` pointed at the given file, and measures:
+each stage's wall time and peak memory (run as `python -m stages.<name>`, start-up included);
+a no-op `dvc repro`; a `dvc repro` after editing `plots.dpi` (and which stages it ran); the train
+stage's time per step against a plain Keras script training the same model on the same arrays
+(`benchmarks/plain_keras.py`); and the test accuracy, also for each extra seed.
+
+Writes `benchmarks/results.json` and `benchmarks/results.md`. With `--update-results`, also
+copies the default-seed run's `metrics/` and git-kept `plots/` files into the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("download", "preprocess", "train", "evaluate", "plots")
+STEP_TIME = re.compile(r"^\d+/\d+ - \d+s - (\d+)ms/step", re.MULTILINE)
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "data", "models", "cache", "tmp", "__pycache__", ".*_cache"
+)
+
+
+def run_measured(args: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Run a command; return its wall seconds, its peak resident memory in MB, and its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        sys.exit(f"benchmark: {' '.join(args)} exited {process.returncode}:\n{output}")
+    return seconds, usage.ru_maxrss / 1024, output
+
+
+def ms_per_step(keras_output: str) -> float:
+    """Median time per training step over all epochs but the first (which includes tracing)."""
+    steps = [int(ms) for ms in STEP_TIME.findall(keras_output)]
+    if len(steps) < 2:
+        sys.exit(f"benchmark: need 2+ epochs to time steps, got:\n{keras_output}")
+    return statistics.median(steps[1:])
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    return re.findall(r"^Running stage '(\w+)'", dvc_output, re.MULTILINE)
+
+
+def set_params(workspace: Path, section: str, **values: object) -> dict:
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def make_workspace(data: Path) -> Path:
+    workspace = Path(tempfile.mkdtemp(prefix="mnist-benchmark-")) / "project"
+    shutil.copytree(ROOT, workspace, ignore=NOT_COPIED)
+    sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
+    set_params(workspace, "data", url=str(data.resolve()), sha256=sha256)
+    subprocess.run(["git", "init", "-q"], cwd=workspace, check=True)
+    return workspace
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": importlib.metadata.version("tensorflow"),
+        "keras": importlib.metadata.version("keras"),
+        "dvc": importlib.metadata.version("dvc"),
+    }
+
+
+def copy_results(workspace: Path) -> None:
+    """The outputs that git keeps (cache: false in dvc.yaml), into the project."""
+    for pattern in ("metrics/*.json", "plots/*.png", "plots/test_predictions.csv"):
+        for path in workspace.glob(pattern):
+            shutil.copy2(path, ROOT / path.relative_to(workspace))
+
+
+def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
+    workspace = make_workspace(data)
+    python = sys.executable
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    results: dict = {"date": datetime.date.today().isoformat(), "machine": machine(), "stages": {}}
+
+    outputs = {}
+    for stage in STAGES:
+        print(f"benchmark: running {stage}", file=sys.stderr)
+        seconds, peak_mb, outputs[stage] = run_measured(
+            [python, "-m", f"stages.{stage}"], workspace
+        )
+        results["stages"][stage] = {"seconds": round(seconds, 1), "peak_memory_mb": round(peak_mb)}
+    results["repro_seconds_without_download"] = round(
+        sum(results["stages"][stage]["seconds"] for stage in STAGES[1:]), 1
+    )
+    results["train_metrics"] = json.loads((workspace / "metrics/train.json").read_text())
+    evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
+    results["test_accuracy"] = {str(params["train"]["seed"]): evaluate["test_accuracy"]}
+    if update_results:
+        copy_results(workspace)
+
+    # Record the outputs in dvc.lock, so that DVC sees everything as up to date.
+    run_measured([python, "-m", "dvc", "commit", "--force", "--quiet"], workspace)
+    no_op = [run_measured([python, "-m", "dvc", "repro"], workspace) for _ in range(5)]
+    if any(stages_run(output) for _, _, output in no_op):
+        sys.exit("benchmark: a no-op dvc repro ran a stage")
+    results["noop_repro_seconds"] = round(statistics.median(s for s, _, _ in no_op), 2)
+
+    set_params(workspace, "plots", dpi=params["plots"]["dpi"] + 1)
+    seconds, _, output = run_measured([python, "-m", "dvc", "repro"], workspace)
+    results["plots_param_repro"] = {"seconds": round(seconds, 1), "stages_run": stages_run(output)}
+
+    train = params["train"]
+    print("benchmark: running the plain Keras script", file=sys.stderr)
+    _, _, plain_output = run_measured(
+        [
+            python,
+            str(ROOT / "benchmarks/plain_keras.py"),
+            "3",
+            str(train["batch_size"]),
+            str(train["augment_shift"]),
+            str(train["augment_rotation"]),
+        ],
+        workspace,
+    )
+    pipeline_ms, plain_ms = ms_per_step(outputs["train"]), ms_per_step(plain_output)
+    results["throughput"] = {
+        "pipeline_ms_per_step": pipeline_ms,
+        "plain_keras_ms_per_step": plain_ms,
+        "ratio": round(plain_ms / pipeline_ms, 3),
+    }
+
+    for seed in seeds:
+        print(f"benchmark: training with seed {seed}", file=sys.stderr)
+        set_params(workspace, "train", seed=seed)
+        for stage in ("train", "evaluate"):
+            run_measured([python, "-m", f"stages.{stage}"], workspace)
+        evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
+        results["test_accuracy"][str(seed)] = evaluate["test_accuracy"]
+    accuracies = list(results["test_accuracy"].values())
+    results["test_accuracy_mean"] = round(statistics.mean(accuracies), 5)
+    shutil.rmtree(workspace.parent)
+    return results
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
+        f"{m['system']}; Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+        f"DVC {m['dvc']}.",
+        "",
+        "| stage | seconds | peak memory |",
+        "|---|---|---|",
+    ]
+    for stage, row in results["stages"].items():
+        lines.append(f"| {stage} | {row['seconds']} | {row['peak_memory_mb']} MB |")
+    throughput = results["throughput"]
+    plots = results["plots_param_repro"]
+    accuracies = ", ".join(
+        f"{accuracy:.4f} (seed {seed})" for seed, accuracy in results["test_accuracy"].items()
+    )
+    lines += [
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| `dvc repro` without download (sum of the stages) | "
+        f"{results['repro_seconds_without_download']} s |",
+        f"| no-op `dvc repro` (median of 5) | {results['noop_repro_seconds']} s |",
+        f"| `dvc repro` after editing `plots.dpi` | {plots['seconds']} s, ran: "
+        f"{', '.join(plots['stages_run'])} |",
+        f"| train step, pipeline vs plain Keras script | "
+        f"{throughput['pipeline_ms_per_step']} ms vs {throughput['plain_keras_ms_per_step']} ms "
+        f"(ratio {throughput['ratio']}) |",
+        f"| test accuracy | {accuracies}; mean {results['test_accuracy_mean']:.4f} |",
+        f"| epochs run, kept | {results['train_metrics']['epochs_run']}, "
+        f"{results['train_metrics']['best_epoch']} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="a full MNIST .npz in Keras' layout")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="extra train.seed runs")
+    parser.add_argument(
+        "--update-results", action="store_true", help="copy the run's metrics and plots here"
+    )
+    args = parser.parse_args()
+    if not args.data.is_file():
+        sys.exit(f"benchmark: {args.data} not found")
+    results = benchmark(args.data, args.seeds, args.update_results)
+    (ROOT / "benchmarks/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (ROOT / "benchmarks/results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Training: the learning-rate schedule, augmentation, and bit-for-bit reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import (
+    copy_project,
+    edit_params,
+    make_mnist_arrays,
+    run_stage,
+    tiny_params,
+    write_npz,
+    write_params,
+)
+
+from stages.params import TrainParams
+from stages.tf_setup import keras, load_model
+from stages.train import learning_rate, with_augmentation
+
+BASE = {
+    "epochs": 10,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "lr_schedule": "cosine",
+    "warmup_epochs": 2,
+    "augment_shift": 0.0,
+    "augment_rotation": 0.0,
+    "seed": 1,
+    "deterministic": True,
+    "early_stopping_patience": 0,
+}
+
+
+def train_params(**changes: object) -> TrainParams:
+    return TrainParams(**{**BASE, **changes})
+
+
+def rates(schedule, steps: list[int]) -> list[float]:
+    return [float(schedule(step)) for step in steps]
+
+
+def test_constant_rate_without_warmup_is_a_plain_number():
+    assert learning_rate(train_params(lr_schedule="constant", warmup_epochs=0), 100) == 0.01
+
+
+def test_warmup_then_cosine_to_zero():
+    schedule = learning_rate(train_params(), steps_per_epoch=100)
+    start, mid_warmup, peak, middle, end = rates(schedule, [0, 100, 200, 600, 1000])
+    assert start == 0.0
+    assert mid_warmup == pytest.approx(0.005)
+    assert peak == pytest.approx(0.01)
+    assert middle == pytest.approx(0.005)  # halfway through the decay
+    assert end == pytest.approx(0.0, abs=1e-9)
+
+
+def test_warmup_then_constant():
+    schedule = learning_rate(train_params(lr_schedule="constant"), steps_per_epoch=100)
+    assert rates(schedule, [100, 200, 600, 1000]) == pytest.approx([0.005, 0.01, 0.01, 0.01])
+
+
+def test_warmup_must_be_shorter_than_training():
+    with pytest.raises(ValueError, match=r"warmup_epochs \(10\) must be less than epochs \(10\)"):
+        train_params(warmup_epochs=10)
+
+
+def test_augmentation_wraps_the_model_only_when_asked():
+    model = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten()])
+    assert with_augmentation(model, train_params()) is model
+    wrapped = with_augmentation(model, train_params(augment_shift=0.1, augment_rotation=10))
+    kinds = [type(layer).__name__ for layer in wrapped.layers]
+    assert kinds == ["RandomRotation", "RandomTranslation", "Sequential"]
+    assert wrapped.layers[0].fill_mode == "constant"
+    assert wrapped.layers[1].fill_mode == "constant"
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory):
+    """A project with tiny processed data and a training run with every feature on."""
+    repo = tmp_path_factory.mktemp("train") / "repo"
+    copy_project(repo)
+    raw = repo / "data/raw/mnist.npz"
+    write_params(repo, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(400, 100))))
+    edit_params(
+        repo,
+        "model",
+        batch_norm=True,
+        conv_blocks=[{"filters": 4, "kernel_size": 3, "pool": True, "dropout": 0.1}],
+    )
+    edit_params(
+        repo,
+        "train",
+        epochs=2,
+        lr_schedule="cosine",
+        warmup_epochs=1,
+        augment_shift=0.1,
+        augment_rotation=10,
+        early_stopping_patience=1,
+    )
+    run_stage(repo, "preprocess")
+    return repo
+
+
+def train_and_evaluate(repo) -> tuple[list, bytes]:
+    run_stage(repo, "train")
+    run_stage(repo, "evaluate")
+    weights = [weight.copy() for weight in load_model(repo / "models/model.keras").get_weights()]
+    return weights, (repo / "metrics/evaluate.json").read_bytes()
+
+
+def test_same_params_and_seed_give_identical_weights_and_metrics(tiny_project):
+    first_weights, first_metrics = train_and_evaluate(tiny_project)
+    second_weights, second_metrics = train_and_evaluate(tiny_project)
+    assert second_metrics == first_metrics
+    assert len(first_weights) == len(second_weights)
+    for first, second in zip(first_weights, second_weights, strict=True):
+        assert (first == second).all()
+    # and the saved model holds no augmentation layers
+    saved = load_model(tiny_project / "models/model.keras")
+    assert not [layer for layer in saved.layers if type(layer).__name__.startswith("Random")]
+
+
+def test_another_seed_gives_other_weights(tiny_project):
+    first_weights, _ = train_and_evaluate(tiny_project)
+    edit_params(tiny_project, "train", seed=2)
+    other_weights, _ = train_and_evaluate(tiny_project)
+    assert any((a != b).any() for a, b in zip(first_weights, other_weights, strict=True))
