@@ -6,12 +6,9 @@ Writes `metrics/evaluate.json` (test accuracy and loss, accuracy per digit) and
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
-from stages.common import atomic_path, run, write_json
+from stages.common import run, write_csv, write_json
 from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
 from stages.paths import EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
@@ -39,13 +36,6 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, object]:
     }
 
 
-def write_predictions(path: Path, labels: np.ndarray, predicted: np.ndarray) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(("actual", "predicted"))
-        writer.writerows(zip(labels.tolist(), predicted.tolist(), strict=True))
-
-
 def main() -> None:
     params = load_params("evaluate").evaluate
     images, labels = load_split("test")
@@ -53,7 +43,9 @@ def main() -> None:
     probabilities = model.predict(images, batch_size=params.batch_size, verbose=0)
     labels = labels.astype(np.int64)
     metrics = score(probabilities, labels)
-    write_predictions(TEST_PREDICTIONS, labels, probabilities.argmax(axis=1))
+    predicted = probabilities.argmax(axis=1)
+    rows = zip(labels.tolist(), predicted.tolist(), strict=True)
+    write_csv(TEST_PREDICTIONS, ("actual", "predicted"), rows)
     write_json(EVALUATE_METRICS, metrics)
     print(
         f"evaluate: test_accuracy {metrics['test_accuracy']:.4f}, "

@@ -6,12 +6,10 @@ The test split is not read here: it belongs to the evaluate stage.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
-from pathlib import Path
 
-from stages.common import atomic_path, run, write_json
+from stages.common import atomic_path, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_model
 from stages.params import TrainParams, load_params
@@ -109,13 +107,6 @@ def fit(
     return history, kept_epoch
 
 
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(history)
-
-
 def main() -> None:
     params = load_params("train")
     seed_everything(params.train.seed, params.train.deterministic)
@@ -131,7 +122,7 @@ def main() -> None:
     kept = history[kept_epoch - 1]
     with atomic_path(MODEL) as tmp:
         model.save(tmp)
-    write_history(HISTORY, history)
+    write_csv(HISTORY, HISTORY_COLUMNS, ([row[key] for key in HISTORY_COLUMNS] for row in history))
     write_json(
         TRAIN_METRICS,
         {
