@@ -64,13 +64,13 @@ def _fetch_verified(url: str, destination: Path, sha256: str, timeout: float) ->
 @contextmanager
 def _open(url: str, timeout: float) -> Iterator[tuple[BinaryIO, int | None]]:
     """Open `url` for reading; yield the stream and its size in bytes when known."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
     # A one-letter scheme is a Windows drive ("C:\\mnist.npz").
     if scheme == "" or len(scheme) == 1:
         stream, size = _open_local(url, Path(url))
     elif scheme == "file":
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-        stream, size = _open_local(url, Path(path))
+        stream, size = _open_local(url, Path(urllib.request.url2pathname(parts.path)))
     elif scheme in ("http", "https"):
         stream = _open_http(url, timeout)
         length = stream.headers.get("Content-Length", "")
