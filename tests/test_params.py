@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -29,6 +31,40 @@ def with_value(dotted: str, value: object) -> dict:
 def test_project_params_are_valid():
     params = validate_params(DEFAULTS)
     assert params.train.optimizer in ("adam", "adadelta", "sgd", "rmsprop")
+
+
+def readme_experiments() -> list[list[str]]:
+    """The `-S key=value` overrides of each `dvc exp run` command in README.md's code blocks."""
+    text = (PROJECT / "README.md").read_text().replace("\\\n", " ")
+    commands = re.findall(r"^dvc exp run .*$", text, re.MULTILINE)
+    experiments = []
+    for command in commands:
+        words = shlex.split(command, comments=True)
+        overrides = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
+        # Lines with a placeholder for the user's own file are about data, not recipes.
+        if overrides and not any("/path/to" in o or "<" in o for o in overrides):
+            experiments.append(overrides)
+    return experiments
+
+
+def test_readme_has_the_documented_experiments():
+    # The long recipe and the three notebook architectures, at least.
+    assert len(readme_experiments()) >= 4
+
+
+@pytest.mark.parametrize("overrides", readme_experiments(), ids=lambda o: " ".join(o)[:60])
+def test_readme_experiments_set_valid_params(overrides):
+    params = copy.deepcopy(DEFAULTS)
+    for override in overrides:
+        dotted, value = override.split("=", 1)
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        assert last in node, f"{dotted} is not a params key"
+        # DVC parses the value of -S as YAML, like this.
+        node[last] = yaml.safe_load(value)
+    validate_params(params)
 
 
 @pytest.mark.parametrize(
