@@ -18,12 +18,18 @@ from stages.params import Params, declared_sections, load_params, validate_param
 DEFAULTS = yaml.safe_load((PROJECT / "params.yaml").read_text())
 
 
-def with_value(dotted: str, value: object) -> dict:
-    params = copy.deepcopy(DEFAULTS)
+def parent_of(params: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds the dotted key (`model.conv_blocks.0.filters`), and its last part."""
     *parents, last = dotted.split(".")
     node = params
     for key in parents:
         node = node[int(key)] if key.isdigit() else node[key]
+    return node, last
+
+
+def with_value(dotted: str, value: object) -> dict:
+    params = copy.deepcopy(DEFAULTS)
+    node, last = parent_of(params, dotted)
     node[last] = value
     return params
 
@@ -48,7 +54,7 @@ def readme_experiments() -> list[list[str]]:
 
 
 def test_readme_has_the_documented_experiments():
-    # The long recipe and the three notebook architectures, at least.
+    # The three notebook architectures and the Params reference example, at least.
     assert len(readme_experiments()) >= 4
 
 
@@ -57,10 +63,7 @@ def test_readme_experiments_set_valid_params(overrides):
     params = copy.deepcopy(DEFAULTS)
     for override in overrides:
         dotted, value = override.split("=", 1)
-        *parents, last = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
+        node, last = parent_of(params, dotted)
         assert last in node, f"{dotted} is not a params key"
         # DVC parses the value of -S as YAML, like this.
         node[last] = yaml.safe_load(value)
