@@ -5,7 +5,7 @@ same augmentation layers, on the same processed arrays with the same batch size,
 one-file notebook would: `np.load`, `compile`, `fit`. Run from the project root by
 `benchmarks/run.py`, which compares its time per step with the train stage's.
 
-    python benchmarks/plain_keras.py EPOCHS BATCH_SIZE SHIFT ROTATION_DEGREES
+    python benchmarks/plain_keras.py EPOCHS BATCH_SIZE SHIFT ROTATION_DEGREES ZOOM
 """
 
 import os
@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 epochs, batch_size = int(sys.argv[1]), int(sys.argv[2])
-shift, rotation = float(sys.argv[3]), float(sys.argv[4])
+shift, rotation, zoom = (float(arg) for arg in sys.argv[3:6])
 
 x_train = np.load("data/processed/train/x.npy")
 y_train = np.load("data/processed/train/y.npy")
@@ -28,6 +28,8 @@ model = keras.models.clone_model(keras.models.load_model("models/model.keras"))
 layers = [keras.Input(shape=(28, 28, 1))]
 if rotation:
     layers.append(keras.layers.RandomRotation(rotation / 360, fill_mode="constant"))
+if zoom:
+    layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="constant"))
 if shift:
     layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant"))
 trainer = keras.Sequential([*layers, model])

@@ -158,6 +158,7 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
             str(train["batch_size"]),
             str(train["augment_shift"]),
             str(train["augment_rotation"]),
+            str(train["augment_zoom"]),
         ],
         workspace,
     )

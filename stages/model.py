@@ -10,7 +10,8 @@ layers = keras.layers
 
 
 def build_model(params: ModelParams) -> keras.Model:
-    """Conv blocks (conv → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]), then dense layers
+    """Conv blocks (conv, possibly strided → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]),
+    then dense layers
     (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
     """
     model = keras.Sequential(name="mnist_cnn")
@@ -21,6 +22,7 @@ def build_model(params: ModelParams) -> keras.Model:
             layers.Conv2D(
                 block.filters,
                 block.kernel_size,
+                strides=block.strides,
                 padding=block.padding,
                 use_bias=not params.batch_norm,
             )

@@ -45,6 +45,7 @@ class ConvBlock(Section):
     filters: int = Field(ge=1, le=1024)
     kernel_size: int = Field(ge=1, le=IMAGE_SIZE)
     padding: Literal["valid", "same"] = "valid"
+    strides: int = Field(default=1, ge=1, le=IMAGE_SIZE)
     pool: bool = False
     dropout: Probability = 0.0
 
@@ -64,13 +65,15 @@ class ModelParams(Section):
         size = IMAGE_SIZE
         for index, block in enumerate(self.conv_blocks):
             if block.padding == "valid":
-                size -= block.kernel_size - 1
+                size = (size - block.kernel_size) // block.strides + 1
+            else:
+                size = -(-size // block.strides)
             if block.pool:
                 size //= 2
             if size < 1:
                 raise ValueError(
                     f"conv_blocks[{index}] shrinks the feature map below 1x1; "
-                    "use padding: same, a smaller kernel_size or fewer pool: true"
+                    "use padding: same, a smaller kernel_size or strides, or fewer pool: true"
                 )
         return self
 
@@ -84,6 +87,7 @@ class TrainParams(Section):
     warmup_epochs: int = Field(ge=0)
     augment_shift: Float = Field(ge=0, le=0.5)
     augment_rotation: Float = Field(ge=0, le=180)
+    augment_zoom: Float = Field(ge=0, lt=1)
     seed: int = Field(ge=0, le=2**32 - 1)
     deterministic: bool
     early_stopping_patience: int = Field(ge=0)

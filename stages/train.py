@@ -44,7 +44,7 @@ def learning_rate(
 
 
 def with_augmentation(model: keras.Model, params: TrainParams) -> keras.Model:
-    """`model` behind random shifts and rotations, which Keras applies only while training.
+    """`model` behind random rotations, zooms and shifts, which Keras applies only while training.
 
     The empty border is filled with black (`fill_mode="constant"`), like MNIST's own margins.
     """
@@ -55,6 +55,10 @@ def with_augmentation(model: keras.Model, params: TrainParams) -> keras.Model:
                 params.augment_rotation / 360, fill_mode="constant", seed=params.seed
             )
         )
+    if params.augment_zoom:
+        # One factor for both axes, so digits keep their proportions; negative zooms in.
+        zoom = (-params.augment_zoom, params.augment_zoom)
+        augmentation.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=params.seed))
     if params.augment_shift:
         shift = params.augment_shift
         augmentation.append(

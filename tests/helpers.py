@@ -132,6 +132,7 @@ def tiny_params(url: str, sha256: str) -> dict:
         warmup_epochs=0,
         augment_shift=0.0,
         augment_rotation=0.0,
+        augment_zoom=0.0,
         early_stopping_patience=0,
     )
     params["evaluate"]["batch_size"] = 256

@@ -44,6 +44,20 @@ def test_4x4_kernels_with_dropout():
     assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == 3
 
 
+def test_strided_convs_downsample_as_the_schema_computes():
+    # 28 → same, stride 2 → 14 → valid 3×3, stride 2 → 6 → same, stride 3 → 2
+    model = build(
+        [
+            {"filters": 4, "kernel_size": 5, "padding": "same", "strides": 2},
+            {"filters": 4, "kernel_size": 3, "strides": 2},
+            {"filters": 4, "kernel_size": 3, "padding": "same", "strides": 3},
+        ],
+        [],
+    )
+    conv_outputs = [layer.output.shape[1:3] for layer in model.layers if "conv" in layer.name]
+    assert conv_outputs == [(14, 14), (6, 6), (2, 2)]
+
+
 def test_batch_norm_replaces_biases():
     model = build([{"filters": 8, "kernel_size": 3, "padding": "same"}], [{"units": 16}], True)
     kinds = [type(layer).__name__ for layer in model.layers]

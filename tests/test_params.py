@@ -128,6 +128,15 @@ def test_model_that_shrinks_the_image_to_nothing_is_refused():
         validate_params(with_value("model.conv_blocks", blocks))
 
 
+def test_strided_convs_shrink_the_feature_map_like_keras():
+    # valid: 28 → (28 − 5) // 2 + 1 = 12 → 4 → nothing; same: 28 → 14 → 7 → 4
+    valid = [{"filters": 8, "kernel_size": 5, "strides": 2}] * 3
+    with pytest.raises(StageError, match=r"model: conv_blocks\[2\] shrinks the feature map"):
+        validate_params(with_value("model.conv_blocks", valid))
+    same = [{"filters": 8, "kernel_size": 5, "strides": 2, "padding": "same"}] * 3
+    assert validate_params(with_value("model.conv_blocks", same)).model.conv_blocks[2].strides == 2
+
+
 def test_reference_architectures_are_expressible():
     blocks = [
         {"filters": 32, "kernel_size": 4, "pool": True, "dropout": 0.25},

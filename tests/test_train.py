@@ -26,6 +26,7 @@ BASE = {
     "warmup_epochs": 2,
     "augment_shift": 0.0,
     "augment_rotation": 0.0,
+    "augment_zoom": 0.0,
     "seed": 1,
     "deterministic": True,
     "early_stopping_patience": 0,
@@ -67,11 +68,15 @@ def test_warmup_must_be_shorter_than_training():
 def test_augmentation_wraps_the_model_only_when_asked():
     model = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten()])
     assert with_augmentation(model, train_params()) is model
-    wrapped = with_augmentation(model, train_params(augment_shift=0.1, augment_rotation=10))
+    wrapped = with_augmentation(
+        model, train_params(augment_shift=0.1, augment_rotation=10, augment_zoom=0.1)
+    )
     kinds = [type(layer).__name__ for layer in wrapped.layers]
-    assert kinds == ["RandomRotation", "RandomTranslation", "Sequential"]
-    assert wrapped.layers[0].fill_mode == "constant"
-    assert wrapped.layers[1].fill_mode == "constant"
+    assert kinds == ["RandomRotation", "RandomZoom", "RandomTranslation", "Sequential"]
+    assert all(layer.fill_mode == "constant" for layer in wrapped.layers[:3])
+    # zoom in and out alike, keeping the digit's proportions
+    assert wrapped.layers[1].height_factor == (-0.1, 0.1)
+    assert wrapped.layers[1].width_factor is None
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +100,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
         warmup_epochs=1,
         augment_shift=0.1,
         augment_rotation=10,
+        augment_zoom=0.1,
         early_stopping_patience=1,
     )
     run_stage(repo, "preprocess")
