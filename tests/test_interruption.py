@@ -67,3 +67,27 @@ def test_interrupted_training_leaves_no_model(tmp_path, server, mnist_dir, signu
     edit_params(tmp_path, "train", epochs=1)
     run_stage(tmp_path, "train")
     assert (tmp_path / "models/model.keras").is_file()
+
+
+def test_training_whose_parent_is_gone_still_ends_cleanly(tmp_path, mnist_dir):
+    # As when dvc is killed: the stage's stdout pipe has no reader any more.
+    copy_project(tmp_path)
+    write_params(
+        tmp_path, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
+    )
+    edit_params(tmp_path, "train", epochs=1000)
+    run_stage(tmp_path, "download")
+    run_stage(tmp_path, "preprocess")
+    process = start_stage(tmp_path, "train")
+    lines = []
+    wait_for(lambda: lines.append(process.stdout.readline()) or "Epoch 2/1000" in lines[-1])
+    process.stdout.close()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    # Interrupted (130), or ended first by its next line of output finding the pipe broken (1).
+    assert (process.returncode, stderr.strip().splitlines()[-1]) in [
+        (130, "train: interrupted, no output written"),
+        (1, "train: error: Broken pipe"),
+    ]
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+    assert temporary_files(tmp_path) == []
