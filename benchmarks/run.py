@@ -77,6 +77,35 @@ def set_params(workspace: Path, section: str, **values: object) -> dict:
     return params
 
 
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """CPU seconds since boot that the whole machine spent busy, that the hypervisor stole from
+    it, and that this process and its finished children used (Linux only: None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields)
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    own_seconds = own.user + own.system + own.children_user + own.children_system
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks, own_seconds
+
+
+def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -> dict | None:
+    """How much of the machine was not the benchmark's over a run: the CPU seconds that other
+    processes used and that the hypervisor stole, against the wall time × cores available."""
+    after = cpu_seconds()
+    if before is None or after is None:
+        return None
+    busy, stolen, own = (end - start for start, end in zip(before, after, strict=True))
+    return {
+        "wall_seconds": round(wall_seconds),
+        "core_seconds": round(wall_seconds * os.cpu_count()),
+        "other_processes_cpu_seconds": round(max(0.0, busy - own)),
+        "stolen_cpu_seconds": round(stolen),
+    }
+
+
 def make_workspace(data: Path) -> Path:
     workspace = Path(tempfile.mkdtemp(prefix="mnist-benchmark-")) / "project"
     shutil.copytree(ROOT, workspace, ignore=NOT_COPIED)
@@ -116,6 +145,7 @@ def copy_results(workspace: Path) -> None:
 
 
 def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
+    started, cpu_before = time.perf_counter(), cpu_seconds()
     workspace = make_workspace(data)
     python = sys.executable
     params = yaml.safe_load((workspace / "params.yaml").read_text())
@@ -186,6 +216,7 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     rerun = json.loads((workspace / "metrics/evaluate.json").read_text())
     results["rerun_identical"] = rerun == first_evaluate
     shutil.rmtree(workspace.parent)
+    results["machine_load"] = other_load(cpu_before, time.perf_counter() - started)
     return results
 
 
@@ -224,6 +255,14 @@ def markdown(results: dict) -> str:
         f"| `dvc repro -f` with the same params: same `metrics/evaluate.json` | "
         f"{'yes' if results['rerun_identical'] else 'NO'} |",
     ]
+    load = results.get("machine_load")
+    if load:
+        lines.append(
+            f"| CPU that was not the benchmark's, over its {load['wall_seconds']} s "
+            f"({load['core_seconds']} core-seconds) | other processes "
+            f"{load['other_processes_cpu_seconds']} s, stolen by the hypervisor "
+            f"{load['stolen_cpu_seconds']} s |"
+        )
     return "\n".join(lines) + "\n"
 
 
