@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -44,18 +45,24 @@ def test_interrupted_download_leaves_nothing(tmp_path, server, mnist_dir, signum
     assert list((tmp_path / "data/raw").iterdir()) == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_training_leaves_no_model(tmp_path, server, mnist_dir, signum):
-    copy_project(tmp_path)
+def start_endless_training(repo: Path, mnist_dir: Path) -> subprocess.Popen:
+    """A train stage of 1000 epochs on tiny data, once its second epoch has begun."""
+    copy_project(repo)
     write_params(
-        tmp_path, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
+        repo, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
     )
-    edit_params(tmp_path, "train", epochs=1000)
-    run_stage(tmp_path, "download")
-    run_stage(tmp_path, "preprocess")
-    process = start_stage(tmp_path, "train")
+    edit_params(repo, "train", epochs=1000)
+    run_stage(repo, "download")
+    run_stage(repo, "preprocess")
+    process = start_stage(repo, "train")
     lines = []
     wait_for(lambda: lines.append(process.stdout.readline()) or "Epoch 2/1000" in lines[-1])
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_training_leaves_no_model(tmp_path, mnist_dir, signum):
+    process = start_endless_training(tmp_path, mnist_dir)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -71,16 +78,7 @@ def test_interrupted_training_leaves_no_model(tmp_path, server, mnist_dir, signu
 
 def test_training_whose_parent_is_gone_still_ends_cleanly(tmp_path, mnist_dir):
     # As when dvc is killed: the stage's stdout pipe has no reader any more.
-    copy_project(tmp_path)
-    write_params(
-        tmp_path, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
-    )
-    edit_params(tmp_path, "train", epochs=1000)
-    run_stage(tmp_path, "download")
-    run_stage(tmp_path, "preprocess")
-    process = start_stage(tmp_path, "train")
-    lines = []
-    wait_for(lambda: lines.append(process.stdout.readline()) or "Epoch 2/1000" in lines[-1])
+    process = start_endless_training(tmp_path, mnist_dir)
     process.stdout.close()
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
