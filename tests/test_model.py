@@ -58,6 +58,22 @@ def test_strided_convs_downsample_as_the_schema_computes():
     assert conv_outputs == [(14, 14), (6, 6), (2, 2)]
 
 
+def test_longer_configuration_of_the_readme():
+    # three convs (the last 5×5 with stride 2) → dropout, twice, then conv 128 (4×4) → dropout
+    def stage(filters: int) -> list[dict]:
+        return [
+            {"filters": filters, "kernel_size": 3},
+            {"filters": filters, "kernel_size": 3},
+            {"filters": filters, "kernel_size": 5, "strides": 2, "padding": "same", "dropout": 0.4},
+        ]
+
+    last = {"filters": 128, "kernel_size": 4, "dropout": 0.4}
+    model = build([*stage(32), *stage(64), last], [], batch_norm=True)
+    assert model.count_params() == 326_826
+    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
+    assert flatten.output.shape == (None, 128)  # the last conv sees 4×4 and leaves 1×1
+
+
 def test_batch_norm_replaces_biases():
     model = build([{"filters": 8, "kernel_size": 3, "padding": "same"}], [{"units": 16}], True)
     kinds = [type(layer).__name__ for layer in model.layers]
