@@ -1,23 +1,24 @@
 """The baseline for the throughput check: a plain Keras script, no pipeline.
 
 Trains a fresh copy of the pipeline's model architecture (from `models/model.keras`), behind the
-same augmentation layers, on the same processed arrays with the same batch size, the way a
-one-file notebook would: `np.load`, `compile`, `fit`. Run from the project root by
-`benchmarks/run.py`, which compares its time per step with the train stage's.
+same augmentation layers (built by the train stage's own `with_augmentation`, so the two cannot
+drift apart), on the same processed arrays with the same batch size, the way a one-file notebook
+would: `np.load`, `compile`, `fit`. Run from the project root by `benchmarks/run.py`, which
+compares its time per step with the train stage's.
 
-    python benchmarks/plain_keras.py EPOCHS BATCH_SIZE SHIFT ROTATION_DEGREES ZOOM
+    python -m benchmarks.plain_keras EPOCHS
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras
 import numpy as np
 
-epochs, batch_size = int(sys.argv[1]), int(sys.argv[2])
-shift, rotation, zoom = (float(arg) for arg in sys.argv[3:6])
+from stages.params import load_params
+from stages.tf_setup import keras
+from stages.train import with_augmentation
+
+epochs = int(sys.argv[1])
+train = load_params("train").train
 
 x_train = np.load("data/processed/train/x.npy")
 y_train = np.load("data/processed/train/y.npy")
@@ -25,19 +26,12 @@ x_val = np.load("data/processed/val/x.npy")
 y_val = np.load("data/processed/val/y.npy")
 
 model = keras.models.clone_model(keras.models.load_model("models/model.keras"))
-layers = [keras.Input(shape=(28, 28, 1))]
-if rotation:
-    layers.append(keras.layers.RandomRotation(rotation / 360, fill_mode="constant"))
-if zoom:
-    layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="constant"))
-if shift:
-    layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant"))
-trainer = keras.Sequential([*layers, model])
+trainer = with_augmentation(model, train)
 trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 trainer.fit(
     x_train,
     y_train,
-    batch_size=batch_size,
+    batch_size=train.batch_size,
     epochs=epochs,
     validation_data=(x_val, y_val),
     verbose=2,

@@ -180,18 +180,8 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
 
     train = params["train"]
     print("benchmark: running the plain Keras script", file=sys.stderr)
-    _, _, plain_output = run_measured(
-        [
-            python,
-            str(ROOT / "benchmarks/plain_keras.py"),
-            "3",
-            str(train["batch_size"]),
-            str(train["augment_shift"]),
-            str(train["augment_rotation"]),
-            str(train["augment_zoom"]),
-        ],
-        workspace,
-    )
+    # From the workspace copy, which reads the same params.yaml and processed arrays.
+    _, _, plain_output = run_measured([python, "-m", "benchmarks.plain_keras", "3"], workspace)
     pipeline_ms, plain_ms = ms_per_step(outputs["train"]), ms_per_step(plain_output)
     results["throughput"] = {
         "pipeline_ms_per_step": pipeline_ms,
