@@ -11,8 +11,7 @@ layers = keras.layers
 
 def build_model(params: ModelParams) -> keras.Model:
     """Conv blocks (conv, possibly strided → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]),
-    then dense layers
-    (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
+    then dense layers (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
     """
     model = keras.Sequential(name="mnist_cnn")
     model.add(keras.Input(shape=IMAGE_SHAPE))
