@@ -9,11 +9,11 @@ from stages.tf_setup import keras
 layers = keras.layers
 
 
-def build_model(params: ModelParams) -> keras.Model:
+def build_model(params: ModelParams, name: str = "mnist_cnn") -> keras.Model:
     """Conv blocks (conv, possibly strided → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]),
     then dense layers (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
     """
-    model = keras.Sequential(name="mnist_cnn")
+    model = keras.Sequential(name=name)
     model.add(keras.Input(shape=IMAGE_SHAPE))
     for block in params.conv_blocks:
         # Batch-norm has its own shift, so the conv's bias would be redundant.
@@ -33,6 +33,16 @@ def build_model(params: ModelParams) -> keras.Model:
         _add_activation(model, params.batch_norm, dense.dropout, pool=False)
     model.add(layers.Dense(NUM_CLASSES, activation="softmax"))
     return model
+
+
+def build_ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model whose output is the mean of the members' softmax outputs.
+
+    Saved as a single `.keras` file, so whatever loads the model needs no ensemble code.
+    """
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    outputs = layers.Average()([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name="mnist_cnn_ensemble")
 
 
 def _add_activation(model: keras.Sequential, batch_norm: bool, dropout: float, pool: bool) -> None:

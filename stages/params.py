@@ -91,6 +91,7 @@ class TrainParams(Section):
     seed: int = Field(ge=0, le=2**32 - 1)
     deterministic: bool
     early_stopping_patience: int = Field(ge=0)
+    ensemble_size: int = Field(ge=1, le=100)
 
     @model_validator(mode="after")
     def _warmup_shorter_than_training(self) -> TrainParams:
@@ -98,6 +99,13 @@ class TrainParams(Section):
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _member_seeds_in_range(self) -> TrainParams:
+        # Ensemble member i (from 0) trains with seed + i.
+        if self.seed + self.ensemble_size - 1 > 2**32 - 1:
+            raise ValueError(f"seed + ensemble_size - 1 must be at most {2**32 - 1}")
         return self
 
 

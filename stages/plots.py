@@ -37,10 +37,13 @@ def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def plot_curves(history: pd.DataFrame, metric: str, params: PlotsParams) -> plt.Figure:
-    """Train vs validation `metric` per epoch."""
+    """Train vs validation `metric` per epoch, one pair of lines per ensemble member."""
     figure, axes = plt.subplots(figsize=(params.width, params.height))
-    axes.plot(history["epoch"], history[metric], marker="o", label="train")
-    axes.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+    members = history.groupby("member")
+    for member, curves in members:
+        name = f"member {member} " if len(members) > 1 else ""
+        axes.plot(curves["epoch"], curves[metric], marker="o", label=f"{name}train")
+        axes.plot(curves["epoch"], curves[f"val_{metric}"], marker="o", label=f"{name}validation")
     axes.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch")
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.grid(alpha=0.3)
@@ -79,7 +82,7 @@ def save(figure: plt.Figure, path: Path, dpi: int) -> None:
 def main() -> None:
     params = load_params("plots").plots
     started = time.perf_counter()
-    history = read_csv(HISTORY, ["epoch", "accuracy", "val_accuracy", "loss", "val_loss"])
+    history = read_csv(HISTORY, ["member", "epoch", "accuracy", "val_accuracy", "loss", "val_loss"])
     predictions = read_csv(TEST_PREDICTIONS, ["actual", "predicted"])
     for metric in ("accuracy", "loss"):
         save(plot_curves(history, metric, params), PLOTS_DIR / f"{metric}.png", params.dpi)

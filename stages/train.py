@@ -1,4 +1,4 @@
-"""Train the CNN on the train split, selecting the epoch by validation loss.
+"""Train the CNN (or an ensemble of them) on the train split, selecting epochs by validation loss.
 
 Writes `models/model.keras`, `metrics/train.json` and the per-epoch history `plots/history.csv`.
 The test split is not read here: it belongs to the evaluate stage.
@@ -11,12 +11,12 @@ import time
 
 from stages.common import atomic_path, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
-from stages.model import build_model
-from stages.params import TrainParams, load_params
+from stages.model import build_ensemble, build_model
+from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, TRAIN_METRICS
 from stages.tf_setup import keras, seed_everything
 
-HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
+HISTORY_COLUMNS = ("member", "epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adadelta": keras.optimizers.Adadelta,
@@ -103,7 +103,7 @@ def fit(
     history = [
         {
             "epoch": epoch + 1,
-            **{key: float(result.history[key][epoch]) for key in HISTORY_COLUMNS[1:]},
+            **{key: float(result.history[key][epoch]) for key in HISTORY_COLUMNS[2:]},
         }
         for epoch in range(epochs_run)
     ]
@@ -111,37 +111,72 @@ def fit(
     return history, kept_epoch
 
 
-def main() -> None:
-    params = load_params("train")
-    seed_everything(params.train.seed, params.train.deterministic)
-    train, val = load_split("train"), load_split("val")
-    model = build_model(params.model)
+def kept_metrics(history: list[dict[str, float]], kept_epoch: int) -> dict[str, float]:
+    kept = history[kept_epoch - 1]
+    return {
+        "train_accuracy": kept["accuracy"],
+        "train_loss": kept["loss"],
+        "val_accuracy": kept["val_accuracy"],
+        "val_loss": kept["val_loss"],
+        "best_epoch": kept_epoch,
+        "epochs_run": len(history),
+    }
+
+
+def validation_metrics(model: keras.Model, val: tuple, batch_size: int) -> dict[str, float]:
+    """`model`'s accuracy and loss on the validation split, computed as `fit` computes them."""
+    images, labels = val
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    accuracy = keras.ops.mean(keras.metrics.sparse_categorical_accuracy(labels, probabilities))
+    loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+    return {"val_accuracy": float(accuracy), "val_loss": float(loss)}
+
+
+def train_member(
+    params: StageParams, index: int, train: tuple, val: tuple
+) -> tuple[keras.Model, list[dict[str, float]], int]:
+    """Build and fit ensemble member `index` (from 0): exactly the model that a run with
+    `train.seed` + `index` and `ensemble_size: 1` trains, so members differ only by seed."""
+    size = params.train.ensemble_size
+    member_params = params.train.model_copy(update={"seed": params.train.seed + index})
+    seed_everything(member_params.seed, member_params.deterministic)
+    model = build_model(params.model, "mnist_cnn" if size == 1 else f"mnist_cnn_{index + 1}")
+    member = f"member {index + 1} of {size} (seed {member_params.seed}): " if size > 1 else ""
     print(
-        f"train: {model.count_params():,} parameters, "
+        f"train: {member}{model.count_params():,} parameters, "
         f"{len(train[1])} train / {len(val[1])} validation images"
     )
+    history, kept_epoch = fit(model, member_params, train, val)
+    return model, history, kept_epoch
+
+
+def main() -> None:
+    params = load_params("train")
+    size = params.train.ensemble_size
+    train, val = load_split("train"), load_split("val")
     started = time.perf_counter()
-    history, kept_epoch = fit(model, params.train, train, val)
+    members, member_metrics, history_rows = [], [], []
+    for index in range(size):
+        model, history, kept_epoch = train_member(params, index, train, val)
+        members.append(model)
+        member_metrics.append(kept_metrics(history, kept_epoch))
+        history_rows += [[index + 1, *(row[key] for key in HISTORY_COLUMNS[1:])] for row in history]
+    if size == 1:
+        model, metrics = members[0], member_metrics[0]
+        summary = f"kept epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
+    else:
+        model = build_ensemble(members)
+        metrics = validation_metrics(model, val, params.train.batch_size)
+        metrics["members"] = {str(index + 1): kept for index, kept in enumerate(member_metrics)}
+        summary = f"ensemble of {size}"
     seconds = time.perf_counter() - started
-    kept = history[kept_epoch - 1]
+    metrics["training_seconds"] = round(seconds, 1)
     with atomic_path(MODEL) as tmp:
         model.save(tmp)
-    write_csv(HISTORY, HISTORY_COLUMNS, ([row[key] for key in HISTORY_COLUMNS] for row in history))
-    write_json(
-        TRAIN_METRICS,
-        {
-            "train_accuracy": kept["accuracy"],
-            "train_loss": kept["loss"],
-            "val_accuracy": kept["val_accuracy"],
-            "val_loss": kept["val_loss"],
-            "best_epoch": kept_epoch,
-            "epochs_run": len(history),
-            "training_seconds": round(seconds, 1),
-        },
-    )
+    write_csv(HISTORY, HISTORY_COLUMNS, history_rows)
+    write_json(TRAIN_METRICS, metrics)
     print(
-        f"train: kept epoch {kept_epoch} of {len(history)}, val_accuracy "
-        f"{kept['val_accuracy']:.4f}, {seconds:.0f} s → {MODEL}"
+        f"train: {summary}, val_accuracy {metrics['val_accuracy']:.4f}, {seconds:.0f} s → {MODEL}"
     )
 
 

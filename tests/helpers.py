@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -138,6 +139,10 @@ def tiny_params(url: str, sha256: str) -> dict:
     params["evaluate"]["batch_size"] = 256
     params["plots"].update(dpi=30, width=3, height=2)
     return params
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def write_params(repo: Path, params: dict) -> None:

@@ -20,6 +20,7 @@ from helpers import (
     files_in,
     git,
     init_repo,
+    read_json,
     sha256_of,
     stages_run,
     tiny_params,
@@ -45,10 +46,6 @@ def repo(built: tuple[Path, str], tmp_path: Path) -> Path:
     copy = tmp_path / "repo"
     shutil.copytree(built[0], copy, symlinks=True)
     return copy
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def failure(result) -> str:
@@ -79,7 +76,7 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built):
     assert isinstance(evaluate["test_loss"], float) and evaluate["test_loss"] > 0
     assert set(evaluate["per_class_accuracy"]) <= {str(digit) for digit in range(10)}
     history = (repo / "plots/history.csv").read_text().splitlines()
-    assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 2
+    assert history[0] == "member,epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 2
     assert len((repo / "plots/test_predictions.csv").read_text().splitlines()) == 201
     for png in ("accuracy", "loss", "confusion_matrix"):
         assert (repo / f"plots/{png}.png").stat().st_size > 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from helpers import copy_project, edit_params, run_stage
 
-from stages.plots import confusion_matrix
+from stages.params import PlotsParams
+from stages.plots import confusion_matrix, plot_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -18,11 +20,32 @@ def test_confusion_matrix_counts():
     assert counts.sum() == 6
 
 
+def test_curves_of_an_ensemble_are_drawn_per_member():
+    history = pd.DataFrame(
+        {
+            "member": [1, 1, 2, 2],
+            "epoch": [1, 2, 1, 2],
+            "loss": [0.3, 0.2, 0.4, 0.1],
+            "val_loss": [0.2, 0.1, 0.3, 0.05],
+        }
+    )
+    figure = plot_curves(history, "loss", PlotsParams(dpi=30, width=3, height=2))
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == [
+        "member 1 train",
+        "member 1 validation",
+        "member 2 train",
+        "member 2 validation",
+    ]
+    assert list(lines[3].get_ydata()) == [0.3, 0.05]
+
+
 def write_inputs(repo) -> None:
     plots = repo / "plots"
     plots.mkdir()
     (plots / "history.csv").write_text(
-        "epoch,accuracy,loss,val_accuracy,val_loss\n1,0.9,0.3,0.95,0.2\n2,0.95,0.2,0.97,0.1\n"
+        "member,epoch,accuracy,loss,val_accuracy,val_loss\n"
+        "1,1,0.9,0.3,0.95,0.2\n1,2,0.95,0.2,0.97,0.1\n"
     )
     (plots / "test_predictions.csv").write_text("actual,predicted\n0,0\n1,1\n7,1\n")
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 from helpers import (
     copy_project,
     edit_params,
     make_mnist_arrays,
+    read_json,
     run_stage,
     tiny_params,
     write_npz,
@@ -30,6 +33,7 @@ BASE = {
     "seed": 1,
     "deterministic": True,
     "early_stopping_patience": 0,
+    "ensemble_size": 1,
 }
 
 
@@ -63,6 +67,11 @@ def test_warmup_then_constant():
 def test_warmup_must_be_shorter_than_training():
     with pytest.raises(ValueError, match=r"warmup_epochs \(10\) must be less than epochs \(10\)"):
         train_params(warmup_epochs=10)
+
+
+def test_every_member_seed_must_be_valid():
+    with pytest.raises(ValueError, match=r"seed \+ ensemble_size - 1 must be at most 4294967295"):
+        train_params(seed=2**32 - 1, ensemble_size=2)
 
 
 def test_augmentation_wraps_the_model_only_when_asked():
@@ -131,3 +140,33 @@ def test_another_seed_gives_other_weights(tiny_project):
     edit_params(tiny_project, "train", seed=2)
     other_weights, _ = train_and_evaluate(tiny_project)
     assert any((a != b).any() for a, b in zip(first_weights, other_weights, strict=True))
+
+
+def test_an_ensemble_averages_the_models_each_seed_trains_alone(tiny_project):
+    edit_params(tiny_project, "train", seed=5, ensemble_size=1)
+    run_stage(tiny_project, "train")
+    alone = load_model(tiny_project / "models/model.keras").get_weights()
+    edit_params(tiny_project, "train", seed=4, ensemble_size=2)
+    try:
+        result = run_stage(tiny_project, "train")
+        run_stage(tiny_project, "evaluate")
+    finally:
+        edit_params(tiny_project, "train", ensemble_size=1)
+    assert "train: member 2 of 2 (seed 5): " in result.stdout
+    assert "train: ensemble of 2, val_accuracy " in result.stdout
+    ensemble = load_model(tiny_project / "models/model.keras")
+    first, second = ensemble.get_layer("mnist_cnn_1"), ensemble.get_layer("mnist_cnn_2")
+    for expected, actual in zip(alone, second.get_weights(), strict=True):
+        assert (expected == actual).all()
+    images = np.load(tiny_project / "data/processed/val/x.npy")
+    mean = (first.predict(images, verbose=0) + second.predict(images, verbose=0)) / 2
+    assert np.allclose(ensemble.predict(images, verbose=0), mean, atol=1e-6)
+
+    metrics = read_json(tiny_project / "metrics/train.json")
+    assert set(metrics) == {"val_accuracy", "val_loss", "members", "training_seconds"}
+    assert set(metrics["members"]) == {"1", "2"}
+    labels = np.load(tiny_project / "data/processed/val/y.npy")
+    assert metrics["val_accuracy"] == pytest.approx(float((mean.argmax(axis=1) == labels).mean()))
+    history = pd.read_csv(tiny_project / "plots/history.csv")
+    for member, kept in metrics["members"].items():
+        assert (history["member"] == int(member)).sum() == kept["epochs_run"]
