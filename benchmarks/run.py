@@ -227,6 +227,11 @@ def markdown(results: dict) -> str:
     accuracies = ", ".join(
         f"{accuracy:.4f} (seed {seed})" for seed, accuracy in results["test_accuracy"].items()
     )
+    # An ensemble's train.json keeps each member's epochs under members.<i>.
+    members = results["train_metrics"].get("members", {"1": results["train_metrics"]})
+    epochs = "; ".join(
+        f"{member['epochs_run']}, {member['best_epoch']}" for member in members.values()
+    )
     lines += [
         "",
         "| measure | value |",
@@ -240,8 +245,7 @@ def markdown(results: dict) -> str:
         f"{throughput['pipeline_ms_per_step']} ms vs {throughput['plain_keras_ms_per_step']} ms "
         f"(ratio {throughput['ratio']}) |",
         f"| test accuracy | {accuracies}; mean {results['test_accuracy_mean']:.4f} |",
-        f"| epochs run, kept | {results['train_metrics']['epochs_run']}, "
-        f"{results['train_metrics']['best_epoch']} |",
+        f"| epochs run, kept | {epochs} |",
         f"| `dvc repro -f` with the same params: same `metrics/evaluate.json` | "
         f"{'yes' if results['rerun_identical'] else 'NO'} |",
     ]

@@ -6,6 +6,8 @@ import copy
 import re
 import shlex
 import shutil
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 from helpers import PROJECT, copy_project, files_in, run_stage
 
 from stages.common import StageError
-from stages.params import Params, declared_sections, load_params, validate_params
+from stages.params import Params, Section, declared_sections, load_params, validate_params
 
 DEFAULTS = yaml.safe_load((PROJECT / "params.yaml").read_text())
 
@@ -37,6 +39,27 @@ def with_value(dotted: str, value: object) -> dict:
 def test_project_params_are_valid():
     params = validate_params(DEFAULTS)
     assert params.train.optimizer in ("adam", "adadelta", "sgd", "rmsprop")
+
+
+def schema_keys(section: type[Section], prefix: str) -> Iterator[str]:
+    """Every key of `section` as the README writes it: `model.conv_blocks[].filters`."""
+    for name, field in section.model_fields.items():
+        key = f"{prefix}.{name}"
+        yield key
+        for inner in typing.get_args(field.annotation):
+            if isinstance(inner, type) and issubclass(inner, Section):
+                yield from schema_keys(inner, f"{key}[]")
+
+
+def test_every_params_key_is_documented():
+    reference = (PROJECT / "README.md").read_text().split("## Params reference")[1]
+    keys = [
+        key
+        for name, field in Params.model_fields.items()
+        for key in schema_keys(field.annotation, name)
+    ]
+    assert "model.conv_blocks[].strides" in keys and "train.ensemble_size" in keys
+    assert [key for key in keys if f"`{key}`" not in reference] == []
 
 
 def readme_experiments() -> list[list[str]]:
