@@ -16,7 +16,8 @@ from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, TRAIN_METRICS
 from stages.tf_setup import keras, seed_everything
 
-HISTORY_COLUMNS = ("member", "epoch", "accuracy", "loss", "val_accuracy", "val_loss")
+EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
+HISTORY_COLUMNS = ("member", "epoch", *EPOCH_METRICS)
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adadelta": keras.optimizers.Adadelta,
@@ -103,7 +104,7 @@ def fit(
     history = [
         {
             "epoch": epoch + 1,
-            **{key: float(result.history[key][epoch]) for key in HISTORY_COLUMNS[2:]},
+            **{key: float(result.history[key][epoch]) for key in EPOCH_METRICS},
         }
         for epoch in range(epochs_run)
     ]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from stages.model import build_model
+from stages.model import build_ensemble, build_model
 from stages.params import ModelParams
 from stages.tf_setup import keras
 
 
-def build(conv_blocks: list[dict], dense: list[dict], batch_norm: bool = False) -> keras.Model:
+def build(
+    conv_blocks: list[dict], dense: list[dict], batch_norm: bool = False, name: str = "mnist_cnn"
+) -> keras.Model:
     params = ModelParams(conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm)
-    return build_model(params)
+    return build_model(params, name)
 
 
 def test_keras_mnist_cnn_example():
@@ -69,10 +71,17 @@ def test_longer_configuration_of_the_readme():
         ]
 
     last = {"filters": 128, "kernel_size": 4, "dropout": 0.4}
-    model = build([*stage(32), *stage(64), last], [], batch_norm=True)
-    assert model.count_params() == 326_826
-    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
+    members = [
+        build([*stage(32), *stage(64), last], [], batch_norm=True, name=f"member_{index}")
+        for index in (1, 2)
+    ]
+    assert members[0].count_params() == 326_826
+    flatten = next(layer for layer in members[0].layers if isinstance(layer, keras.layers.Flatten))
     assert flatten.output.shape == (None, 128)  # the last conv sees 4×4 and leaves 1×1
+    # its ensemble_size: 2 adds nothing to learn beyond the two members
+    ensemble = build_ensemble(members)
+    assert ensemble.count_params() == 653_652
+    assert ensemble.output.shape == (None, 10)
 
 
 def test_batch_norm_replaces_biases():
