@@ -178,7 +178,6 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     seconds, _, output = run_measured([python, "-m", "dvc", "repro"], workspace)
     results["plots_param_repro"] = {"seconds": round(seconds, 1), "stages_run": stages_run(output)}
 
-    train = params["train"]
     print("benchmark: running the plain Keras script", file=sys.stderr)
     # From the workspace copy, which reads the same params.yaml and processed arrays.
     _, _, plain_output = run_measured([python, "-m", "benchmarks.plain_keras", "3"], workspace)
@@ -200,7 +199,7 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     results["test_accuracy_mean"] = round(statistics.mean(accuracies), 5)
 
     print("benchmark: dvc repro -f with the default params again", file=sys.stderr)
-    set_params(workspace, "train", seed=train["seed"])
+    set_params(workspace, "train", seed=params["train"]["seed"])
     set_params(workspace, "plots", dpi=params["plots"]["dpi"])
     run_measured([python, "-m", "dvc", "repro", "--force"], workspace)
     rerun = json.loads((workspace / "metrics/evaluate.json").read_text())
