@@ -68,21 +68,28 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(stage: str, main: Callable[[], None]) -> None:
+def run(stage: str, main: Callable[[], int | None], error_status: int = 1) -> None:
     """Run a stage's `main`, turning expected failures into one line on stderr and a non-zero exit.
 
-    SIGTERM is handled like Ctrl-C so that the `finally` blocks of the atomic writers remove their
-    temporary files on either.
+    `main` may return an exit status (a command such as the gate does); an expected failure
+    exits with `error_status`. SIGTERM is handled like Ctrl-C so that the `finally` blocks of the
+    atomic writers remove their temporary files on either.
     """
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        main()
-    except StageError as error:
-        # Causes quoted from libraries can span lines (urllib's redirect loop does).
-        sys.exit(f"{stage}: error: {' '.join(str(error).split())}")
-    except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        sys.exit(f"{stage}: error: {where}{error.strerror or error}")
+        status = main()
+    except (StageError, OSError) as error:
+        print(f"{stage}: error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(error_status)
     except KeyboardInterrupt:
         print(f"{stage}: interrupted, no output written", file=sys.stderr)
         sys.exit(130)
+    sys.exit(status or 0)
+
+
+def _one_line(error: StageError | OSError) -> str:
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    # Causes quoted from libraries can span lines (urllib's redirect loop does).
+    return " ".join(str(error).split())

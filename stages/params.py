@@ -119,6 +119,13 @@ class PlotsParams(Section):
     height: Float = Field(gt=0, le=50)
 
 
+class GateParams(Section):
+    min_test_accuracy: Float = Field(ge=0, le=1)
+    max_test_accuracy_drop: Float = Field(ge=0, le=1)
+    max_test_loss: Float = Field(gt=0)
+    max_test_loss_rise: Float = Field(ge=0)
+
+
 class Params(Section):
     data: DataParams
     preprocess: PreprocessParams
@@ -126,6 +133,12 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     plots: PlotsParams
+    gate: GateParams
+
+
+# Commands that are not pipeline stages, and the sections they read. No stage declares these
+# sections, so editing them re-runs nothing.
+COMMAND_SECTIONS = {"gate": ["gate"]}
 
 
 class StageParams:
@@ -148,10 +161,12 @@ class StageParams:
 
 
 def load_params(stage: str, root: str | Path = ".") -> StageParams:
-    """Validate `params.yaml` and return the sections `dvc.yaml` declares for `stage`."""
+    """Validate `params.yaml` and return the sections `dvc.yaml` declares for `stage` (for a
+    command that is not a stage, the sections `COMMAND_SECTIONS` gives it)."""
     root = Path(root)
     params = validate_params(_read_yaml(root / PARAMS_FILE))
-    sections = {name: getattr(params, name) for name in declared_sections(stage, root)}
+    names = COMMAND_SECTIONS.get(stage) or declared_sections(stage, root)
+    sections = {name: getattr(params, name) for name in names}
     return StageParams(stage, sections)
 
 

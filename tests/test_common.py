@@ -73,11 +73,26 @@ def test_run_turns_failures_into_one_line(capsys, failure, code, line):
 
     with pytest.raises(SystemExit) as exit_info:
         run("demo", main)
-    message = exit_info.value.code
-    if isinstance(message, str):  # sys.exit(text) prints text to stderr and exits 1
-        assert (1, message) == (code, line)
-    else:
-        assert (message, capsys.readouterr().err.strip()) == (code, line)
+    assert (exit_info.value.code, capsys.readouterr().err.strip()) == (code, line)
+
+
+@pytest.mark.parametrize(("returned", "code"), [(None, 0), (0, 0), (1, 1)])
+def test_run_exits_with_the_status_main_returns(returned, code):
+    with pytest.raises(SystemExit) as exit_info:
+        run("demo", lambda: returned)
+    assert exit_info.value.code == code
+
+
+def test_run_can_give_expected_failures_another_status(capsys):
+    """The gate keeps 1 for a failed check and exits 2 for a usage error."""
+
+    def main() -> None:
+        raise StageError("unknown revision 'nope'")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run("gate", main, error_status=2)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "gate: error: unknown revision 'nope'\n"
 
 
 def test_unwritable_output_is_one_line_and_nothing_partial(tmp_path):
