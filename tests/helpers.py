@@ -220,9 +220,10 @@ def copy_project(destination: Path) -> None:
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(PROJECT / name, destination / name)
-    shutil.copytree(
-        PROJECT / "stages", destination / "stages", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for folder in ("stages", "ci"):
+        shutil.copytree(
+            PROJECT / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
 
 
 def files_in(folder: Path) -> list[Path]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from helpers import (
@@ -18,34 +16,12 @@ from helpers import (
     dvc,
     edit_params,
     files_in,
-    git,
-    init_repo,
     read_json,
     sha256_of,
     stages_run,
-    tiny_params,
 )
 
 ALL_STAGES = {"download", "preprocess", "train", "evaluate", "plots"}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, server, mnist_dir: Path) -> tuple[Path, str]:
-    """A repo after its first `dvc repro`, everything committed; and that run's output."""
-    repo = tmp_path_factory.mktemp("built") / "repo"
-    init_repo(repo, tiny_params(f"{server.url}/mnist.npz", sha256_of(mnist_dir / "mnist.npz")))
-    first = dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "first run")
-    return repo, first.stdout
-
-
-@pytest.fixture
-def repo(built: tuple[Path, str], tmp_path: Path) -> Path:
-    """A private copy of the built repo, for a test that changes things."""
-    copy = tmp_path / "repo"
-    shutil.copytree(built[0], copy, symlinks=True)
-    return copy
 
 
 def failure(result) -> str:
