@@ -53,6 +53,12 @@ def test_a_drop_within_the_allowed_one_passes_even_exactly_at_the_limit():
     assert failed(run_checks(LIMITS, {**BASE, "test_accuracy": 0.9950}, BASE)) == []
     assert failed(run_checks(LIMITS, {**BASE, "test_accuracy": 0.9940}, BASE)) == []
     assert failed(run_checks(LIMITS, {**BASE, "test_loss": 0.0200}, BASE)) == []
+    # In floats 0.9905 - 0.0001 > 0.9904 and 0.01 + 0.0045 < 0.0145: still exactly the limit.
+    limits = LIMITS.model_copy(
+        update={"max_test_accuracy_drop": 0.0001, "max_test_loss_rise": 0.0045}
+    )
+    base = {"test_accuracy": 0.9905, "test_loss": 0.01}
+    assert failed(run_checks(limits, {"test_accuracy": 0.9904, "test_loss": 0.0145}, base)) == []
 
 
 def test_a_loss_rise_larger_than_allowed_fails():
