@@ -27,11 +27,13 @@ def save_split(split: str, images: np.ndarray, labels: np.ndarray) -> None:
         np.save(folder / "y.npy", labels)
 
 
-def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images and labels; with `mmap`, read from disk only where they are used."""
     folder = PROCESSED_DIR / split
+    mode = "r" if mmap else None
     try:
-        images = np.load(folder / "x.npy", allow_pickle=False)
-        labels = np.load(folder / "y.npy", allow_pickle=False)
+        images = np.load(folder / "x.npy", allow_pickle=False, mmap_mode=mode)
+        labels = np.load(folder / "y.npy", allow_pickle=False, mmap_mode=mode)
     except (OSError, ValueError) as error:
         raise StageError(f"cannot read the {split} split in {folder}: {error}") from None
     if images.shape[1:] != IMAGE_SHAPE or images.dtype != np.float32 or len(images) != len(labels):

@@ -1,21 +1,25 @@
 """Score the trained model on the held-out test split: the only stage that reads it.
 
-Writes `metrics/evaluate.json` (test accuracy and loss, accuracy per digit) and
-`plots/test_predictions.csv` (actual vs predicted digit per test image, for `dvc plots`).
+Writes `metrics/evaluate.json` (test accuracy and loss, accuracy per digit),
+`plots/test_predictions.csv` (actual and predicted digit and the predicted digit's probability
+per test image, for `dvc plots` and the plots stage) and `data/evaluated/confident_mistakes.npz`
+(the test images the model got wrong with the most confidence, for the plots stage's gallery:
+the plots stage does not read the test split itself).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stages.common import run, write_csv, write_json
+from stages.common import atomic_path, run, write_csv, write_json
 from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
-from stages.paths import EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
+from stages.paths import CONFIDENT_MISTAKES, EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
 from stages.tf_setup import load_model
 
 # Keras clips probabilities the same way in its cross-entropy, so the loss here matches fit's.
 EPSILON = 1e-7
+GALLERY_SIZE = 24
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, object]:
@@ -36,6 +40,16 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, object]:
     }
 
 
+def confident_mistakes(
+    probabilities: np.ndarray, labels: np.ndarray, count: int = GALLERY_SIZE
+) -> np.ndarray:
+    """Indices of up to `count` wrong predictions, the most confident first (ties by index)."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:count]
+
+
 def main() -> None:
     params = load_params("evaluate").evaluate
     images, labels = load_split("test")
@@ -44,8 +58,23 @@ def main() -> None:
     labels = labels.astype(np.int64)
     metrics = score(probabilities, labels)
     predicted = probabilities.argmax(axis=1)
-    rows = zip(labels.tolist(), predicted.tolist(), strict=True)
-    write_csv(TEST_PREDICTIONS, ("actual", "predicted"), rows)
+    confidence = probabilities[np.arange(len(labels)), predicted]
+    rows = zip(
+        labels.tolist(),
+        predicted.tolist(),
+        confidence.astype(np.float64).round(6).tolist(),
+        strict=True,
+    )
+    write_csv(TEST_PREDICTIONS, ("actual", "predicted", "probability"), rows)
+    worst = confident_mistakes(probabilities, labels)
+    with atomic_path(CONFIDENT_MISTAKES) as tmp:
+        np.savez(
+            tmp,
+            images=np.round(images[worst, ..., 0] * 255).astype(np.uint8),
+            actual=labels[worst],
+            predicted=predicted[worst],
+            probability=confidence[worst],
+        )
     write_json(EVALUATE_METRICS, metrics)
     print(
         f"evaluate: test_accuracy {metrics['test_accuracy']:.4f}, "

@@ -1,6 +1,7 @@
 """Train the CNN (or an ensemble of them) on the train split, selecting epochs by validation loss.
 
-Writes `models/model.keras`, `metrics/train.json` and the per-epoch history `plots/history.csv`.
+Writes `models/model.keras`, its layer-by-layer summary `models/summary.txt`, `metrics/train.json`
+and the per-epoch history `plots/history.csv`.
 The test split is not read here: it belongs to the evaluate stage.
 """
 
@@ -13,7 +14,7 @@ from stages.common import atomic_path, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_ensemble, build_model
 from stages.params import StageParams, TrainParams, load_params
-from stages.paths import HISTORY, MODEL, TRAIN_METRICS
+from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.tf_setup import keras, seed_everything
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
@@ -174,6 +175,10 @@ def main() -> None:
     metrics["training_seconds"] = round(seconds, 1)
     with atomic_path(MODEL) as tmp:
         model.save(tmp)
+    summary_lines: list[str] = []
+    model.summary(expand_nested=True, print_fn=summary_lines.append)
+    with atomic_path(MODEL_SUMMARY) as tmp:
+        tmp.write_text("\n".join(summary_lines) + "\n")
     write_csv(HISTORY, HISTORY_COLUMNS, history_rows)
     write_json(TRAIN_METRICS, metrics)
     print(

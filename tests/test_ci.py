@@ -213,7 +213,8 @@ def test_full_run_pulls_from_the_remote_instead_of_running(gated, tmp_path):
     result = ci(runner, "ci/pipeline", "full")
     assert result.returncode == 0, result.stdout + result.stderr
     assert stages_run(result.stdout) == {"plots"}
-    assert (runner / "plots/history.csv").is_file()
+    assert (runner / "data/evaluated/confident_mistakes.npz").is_file()
+    assert not (runner / "models/model.keras").exists()
 
 
 def test_pipeline_without_a_mode_is_a_usage_error(gated):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.common import StageError
-from stages.evaluate import score
+from stages.evaluate import confident_mistakes, score
 from stages.tf_setup import keras, load_model
 
 
@@ -24,6 +24,22 @@ def test_score_accuracy_loss_and_per_class():
     expected_loss = -(4 * np.log(0.9) + np.log(0.1 / 9)) / 5
     assert metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert metrics["per_class_accuracy"] == {"0": 0.5, "1": 1.0, "2": 1.0}
+
+
+def test_confident_mistakes_are_the_wrong_predictions_most_confident_first():
+    probabilities = np.concatenate(
+        [
+            one_hot([3], 0.99),
+            one_hot([5], 0.6),
+            one_hot([1], 0.95),
+            one_hot([2], 0.99),
+            one_hot([4], 0.8),
+        ]
+    )
+    labels = np.array([3, 4, 0, 7, 4])  # right, wrong (0.6), wrong (0.95), wrong (0.99), right
+    assert confident_mistakes(probabilities, labels).tolist() == [3, 2, 1]
+    assert confident_mistakes(probabilities, labels, count=2).tolist() == [3, 2]
+    assert confident_mistakes(probabilities[:1], labels[:1]).tolist() == []
 
 
 def test_score_clips_zero_probabilities_like_keras():

@@ -9,6 +9,7 @@ import json
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from helpers import (
     BIN,
@@ -16,12 +17,22 @@ from helpers import (
     dvc,
     edit_params,
     files_in,
+    git,
     read_json,
     sha256_of,
     stages_run,
 )
 
 ALL_STAGES = {"download", "preprocess", "train", "evaluate", "plots"}
+PICTURES = (
+    "sample_digits",
+    "label_distribution",
+    "accuracy",
+    "loss",
+    "validation_error",
+    "confusion_matrix",
+    "confident_mistakes",
+)
 
 
 def failure(result) -> str:
@@ -53,8 +64,16 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built):
     assert set(evaluate["per_class_accuracy"]) <= {str(digit) for digit in range(10)}
     history = (repo / "plots/history.csv").read_text().splitlines()
     assert history[0] == "member,epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 2
-    assert len((repo / "plots/test_predictions.csv").read_text().splitlines()) == 201
-    for png in ("accuracy", "loss", "confusion_matrix"):
+    predictions = (repo / "plots/test_predictions.csv").read_text().splitlines()
+    assert predictions[0] == "actual,predicted,probability" and len(predictions) == 201
+    summary = (repo / "models/summary.txt").read_text()
+    assert "conv2d (Conv2D)" in summary and "(None, 26, 26, 4)" in summary
+    assert "Trainable params: 11,042" in summary
+    mistakes = np.load(repo / "data/evaluated/confident_mistakes.npz")
+    assert mistakes["images"].shape[1:] == (28, 28) and 0 < len(mistakes["images"]) <= 24
+    assert (mistakes["actual"] != mistakes["predicted"]).all()
+    assert list(mistakes["probability"]) == sorted(mistakes["probability"], reverse=True)
+    for png in PICTURES:
         assert (repo / f"plots/{png}.png").stat().st_size > 0
     # No temporary file of an atomic write survives a successful run.
     assert not [path for path in files_in(repo) if ".tmp" in path.name]
@@ -70,6 +89,29 @@ def test_metrics_and_plots_render(repo):
     page = (repo / "html/index.html").read_text()
     for plot in ("Accuracy", "Loss", "plots_test_predictions_csv", "plots_confusion_matrix_png"):
         assert plot in page
+
+
+def test_plots_of_two_commits_render_on_a_fresh_clone_without_the_cache(repo, tmp_path):
+    """Everything behind every declared plot is in git: `dvc plots diff` needs no DVC cache."""
+    edit_params(repo, "train", epochs=2)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "2 epochs")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    assert not (clone / ".dvc/cache").exists()
+    rendered = json.loads(dvc(clone, "plots", "diff", "HEAD~1", "--json").stdout)
+    assert rendered.get("errors") is None
+    expected = ["Accuracy", "Loss", "plots/history.csv", "plots/test_predictions.csv"]
+    expected += [f"plots/{png}.png" for png in PICTURES]
+    assert sorted(rendered["data"]) == sorted(expected)
+    for name in ("Accuracy", "plots/history.csv"):
+        (plot,) = rendered["data"][name]
+        assert {row["rev"] for row in plot["content"]["data"]["values"]} == {"HEAD~1", "workspace"}
+    for png in PICTURES:
+        images = rendered["data"][f"plots/{png}.png"]
+        assert sorted(image["revisions"][0] for image in images) == ["HEAD~1", "workspace"]
+        assert all(image["url"] for image in images)
 
 
 def test_second_repro_runs_nothing(repo):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from helpers import copy_project, edit_params, run_stage
+import yaml
+from helpers import PROJECT, copy_project, edit_params, run_stage
 
+from stages.dataset import normalize, save_split
 from stages.params import PlotsParams
-from stages.plots import confusion_matrix, plot_curves
+from stages.plots import confusion_matrix, plot_confusion, plot_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +51,19 @@ def write_inputs(repo) -> None:
         "member,epoch,accuracy,loss,val_accuracy,val_loss\n"
         "1,1,0.9,0.3,0.95,0.2\n1,2,0.95,0.2,0.97,0.1\n"
     )
-    (plots / "test_predictions.csv").write_text("actual,predicted\n0,0\n1,1\n7,1\n")
+    (plots / "test_predictions.csv").write_text(
+        "actual,predicted,probability\n0,0,0.9\n1,1,0.8\n7,1,0.6\n"
+    )
+    images = np.random.default_rng(0).random((50, 28, 28), dtype=np.float32)
+    save_split("train", normalize((images[:45] * 255).astype(np.uint8)), np.arange(45) % 10)
+    save_split("val", normalize((images[45:] * 255).astype(np.uint8)), np.arange(5))
+    np.savez(
+        repo / "data/evaluated/confident_mistakes.npz",
+        images=np.zeros((1, 28, 28), dtype=np.uint8),
+        actual=np.array([7]),
+        predicted=np.array([1]),
+        probability=np.array([0.6]),
+    )
 
 
 def png_size(path) -> tuple[int, int]:
@@ -56,15 +72,38 @@ def png_size(path) -> tuple[int, int]:
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def test_stage_writes_three_pngs_at_the_requested_size(tmp_path):
+def test_stage_writes_every_declared_png_at_the_requested_size(tmp_path, monkeypatch):
     copy_project(tmp_path)
+    monkeypatch.chdir(tmp_path)  # save_split writes below the working folder
+    (tmp_path / "data/evaluated").mkdir(parents=True)
     write_inputs(tmp_path)
     edit_params(tmp_path, "plots", dpi=50, width=4, height=3)
     result = run_stage(tmp_path, "plots")
-    assert result.stdout.startswith("plots: 3 PNGs in plots/ at 50 dpi")
-    assert png_size(tmp_path / "plots" / "accuracy.png") == (200, 150)
-    assert png_size(tmp_path / "plots" / "loss.png") == (200, 150)
-    assert png_size(tmp_path / "plots" / "confusion_matrix.png") == (200, 200)
+    declared = [
+        next(iter(entry))
+        for entry in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["plots"]["plots"]
+    ]
+    assert len(declared) == 7
+    assert result.stdout.startswith("plots: 7 PNGs in plots/ at 50 dpi")
+    sizes = {Path(path).stem: png_size(tmp_path / path) for path in declared}
+    for curve in ("accuracy", "loss", "validation_error", "label_distribution"):
+        assert sizes.pop(curve) == (200, 150)
+    assert sizes.pop("confusion_matrix") == (200, 200)
+    for grid, (width, height) in sizes.items():  # the digit grids: ten columns, wider than tall
+        assert 200 <= width <= 400 and 50 <= height < width, grid
+
+
+def test_confusion_colours_show_a_single_mistake():
+    counts = np.zeros((10, 10), dtype=np.int64)
+    np.fill_diagonal(counts, 1000)
+    counts[7, 1] = 1
+    figure = plot_confusion(counts, PlotsParams(dpi=30, width=3, height=2))
+    image = figure.axes[0].get_images()[0]
+    one, empty = image.norm(1), image.get_array()[0, 1]
+    assert one == 0.0 and np.ma.is_masked(empty)  # 1 sits at the bottom of the log scale
+    rgba = image.to_rgba(image.get_array())
+    assert tuple(rgba[7, 1]) != tuple(rgba[0, 1])  # a single mistake is coloured, zero is not
+    assert "1" in [text.get_text() for text in figure.axes[0].texts]
 
 
 def test_missing_history_is_one_clear_line(tmp_path):
