@@ -209,6 +209,14 @@ def test_the_digit_fits_20_by_20_with_its_centre_of_mass_in_the_middle():
     assert centre == pytest.approx([14, 14], abs=0.5)
 
 
+def test_a_phone_sized_photo_gives_the_digit_of_a_small_one():
+    digit = mnist_digit()
+    small = Image.fromarray(255 - digit).resize((300, 300), Image.Resampling.BICUBIC)
+    huge = small.resize((4000, 3000), Image.Resampling.BICUBIC)  # 12 megapixels, stretched
+    stretched = Image.fromarray(255 - digit).resize((400, 300), Image.Resampling.BICUBIC)
+    assert np.corrcoef(to_mnist(huge).ravel(), to_mnist(stretched).ravel())[0, 1] > 0.95
+
+
 def test_an_mnist_digit_converts_to_itself():
     digit = mnist_digit()
     again = to_mnist(Image.fromarray(digit))
