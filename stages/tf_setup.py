@@ -14,9 +14,10 @@ from pathlib import Path
 from stages.common import StageError
 
 # Read by TensorFlow when first imported; 3 keeps only fatal C++ logs (Python errors still raise).
-# Users can still set either variable themselves.
+# Users can still set it themselves.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# This pipeline is TensorFlow's, whatever backend a user exported for other work.
+os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
 @contextmanager

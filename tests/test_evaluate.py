@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
+from helpers import BIN, PROJECT, command_env
 
 from stages.common import StageError
 from stages.evaluate import confident_mistakes, score
@@ -75,3 +78,16 @@ def test_garbage_model_file_is_refused(tmp_path):
     path.write_bytes(b"not a keras archive")
     with pytest.raises(StageError, match="cannot load"):
         load_model(path)
+
+
+def test_the_pipeline_runs_keras_on_tensorflow_whatever_backend_is_exported():
+    probe = "from stages.tf_setup import keras; print(keras.backend.backend())"
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", probe],
+        cwd=PROJECT,
+        env={**command_env(), "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "tensorflow\n"), result.stderr

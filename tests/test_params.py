@@ -82,7 +82,7 @@ def test_readme_has_the_documented_experiments():
 
 
 @pytest.mark.parametrize("overrides", readme_experiments(), ids=lambda o: " ".join(o)[:60])
-def test_readme_experiments_set_valid_params(overrides):
+def test_readme_experiments_set_valid_params_and_change_something(overrides):
     params = copy.deepcopy(DEFAULTS)
     for override in overrides:
         dotted, value = override.split("=", 1)
@@ -91,6 +91,7 @@ def test_readme_experiments_set_valid_params(overrides):
         # DVC parses the value of -S as YAML, like this.
         node[last] = yaml.safe_load(value)
     validate_params(params)
+    assert params != DEFAULTS, "the experiment sets the values the defaults already have"
 
 
 @pytest.mark.parametrize(

@@ -85,10 +85,12 @@ def test_metrics_and_plots_render(repo):
     metrics = workspace["data"]
     assert "test_accuracy" in metrics["metrics/evaluate.json"]["data"]
     assert "val_accuracy" in metrics["metrics/train.json"]["data"]
-    dvc(repo, "plots", "show", "-o", "html")
-    page = (repo / "html/index.html").read_text()
+    dvc(repo, "plots", "show")
+    page = (repo / "dvc_plots/index.html").read_text()
     for plot in ("Accuracy", "Loss", "plots_test_predictions_csv", "plots_confusion_matrix_png"):
         assert plot in page
+    # The page DVC writes by default is ignored, not left for `git add -A` to commit.
+    assert git(repo, "status", "--porcelain").stdout == ""
 
 
 def test_plots_of_two_commits_render_on_a_fresh_clone_without_the_cache(repo, tmp_path):
