@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,23 +16,59 @@ STAGES = list(PIPELINE["stages"])
 LIGHT_STAGES = ["download", "preprocess", "plots"]
 
 
+def imported_modules(source: str, module: str) -> set[str]:
+    """The `stages.*` modules that `source` (the code of `module`) imports, in any form:
+    `import stages.x`, `from stages.x import y`, `from stages import x`, and relative imports."""
+    package = module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: one dot is this module's own package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.startswith("stages.") and module_file(name).is_file()}
+
+
+def module_file(module: str) -> Path:
+    return PROJECT / (module.replace(".", "/") + ".py")
+
+
 def project_imports(module: str) -> set[str]:
-    """Files of the `stages` package that `module` imports, directly or through others."""
+    """Files of the `stages` package that running `module` executes: the module, what it
+    imports directly or through others, and the package's `__init__.py` if there is one."""
     seen: set[str] = set()
     pending = [module]
     while pending:
         name = pending.pop()
-        path = f"stages/{name.removeprefix('stages.')}.py"
+        path = module_file(name).relative_to(PROJECT).as_posix()
         if path in seen:
             continue
         seen.add(path)
-        tree = ast.parse((PROJECT / path).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-                pending.append(node.module)
-            elif isinstance(node, ast.Import):
-                pending += [alias.name for alias in node.names if alias.name.startswith("stages.")]
+        pending += imported_modules(module_file(name).read_text(), name)
+    if (PROJECT / "stages/__init__.py").is_file():
+        seen.add("stages/__init__.py")
     return seen
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import stages.common",
+        "from stages.common import run",
+        "from stages import common",
+        "from . import common",
+        "from .common import run",
+        "from .. import stages",  # not a module of the package: ignored
+    ],
+)
+def test_every_import_form_is_seen(source):
+    expected = set() if ".." in source else {"stages.common"}
+    assert imported_modules(source, "stages.download") == expected
 
 
 def test_stage_names_are_the_contract():
@@ -50,11 +87,24 @@ def test_every_module_a_stage_imports_is_a_dependency(stage):
     assert code_deps == project_imports(f"stages.{stage}")
 
 
+def calls_and_strings(stage: str) -> tuple[list[ast.Call], set[str]]:
+    tree = ast.parse((PROJECT / "stages" / f"{stage}.py").read_text())
+    nodes = list(ast.walk(tree))
+    calls = [node for node in nodes if isinstance(node, ast.Call)]
+    strings = {node.value for node in nodes if isinstance(node, ast.Constant)}
+    return calls, {value for value in strings if isinstance(value, str)}
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_reads_the_params_of_its_own_name(stage):
     """`load_params` gives each stage the sections declared under its own name."""
-    source = (PROJECT / "stages" / f"{stage}.py").read_text()
-    assert f'load_params("{stage}")' in source
+    calls, _ = calls_and_strings(stage)
+    names = [
+        [arg.value for arg in call.args if isinstance(arg, ast.Constant)]
+        for call in calls
+        if getattr(call.func, "id", getattr(call.func, "attr", None)) == "load_params"
+    ]
+    assert names == [[stage]]
 
 
 def test_test_split_is_read_only_by_evaluate():
@@ -66,7 +116,7 @@ def test_test_split_is_read_only_by_evaluate():
     assert readers == ["evaluate"]
     for stage in STAGES:
         if stage not in ("evaluate", "preprocess"):
-            assert '"test"' not in (PROJECT / "stages" / f"{stage}.py").read_text()
+            assert "test" not in calls_and_strings(stage)[1], stage
 
 
 def test_metrics_are_in_git_and_everything_else_keeps_the_run_cache():
