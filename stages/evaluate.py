@@ -15,29 +15,22 @@ from stages.common import atomic_path, run, write_csv, write_json
 from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
 from stages.paths import CONFIDENT_MISTAKES, EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
+from stages.scoring import accuracy_and_loss
 from stages.tf_setup import load_model
 
-# Keras clips probabilities the same way in its cross-entropy, so the loss here matches fit's.
-EPSILON = 1e-7
 GALLERY_SIZE = 24
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, object]:
     """Accuracy, mean cross-entropy and per-digit accuracy of softmax outputs against labels."""
-    predicted = probabilities.argmax(axis=1)
-    correct = predicted == labels
-    true_class_probability = probabilities[np.arange(len(labels)), labels]
-    loss = -np.log(np.clip(true_class_probability, EPSILON, 1.0)).mean()
+    accuracy, loss = accuracy_and_loss(probabilities, labels)
+    correct = probabilities.argmax(axis=1) == labels
     per_class = {
         str(digit): float(correct[labels == digit].mean())
         for digit in range(NUM_CLASSES)
         if (labels == digit).any()
     }
-    return {
-        "test_accuracy": float(correct.mean()),
-        "test_loss": float(loss),
-        "per_class_accuracy": per_class,
-    }
+    return {"test_accuracy": accuracy, "test_loss": loss, "per_class_accuracy": per_class}
 
 
 def confident_mistakes(

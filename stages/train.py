@@ -15,6 +15,7 @@ from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_ensemble, build_model
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
+from stages.scoring import accuracy_and_loss
 from stages.tf_setup import keras, seed_everything
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
@@ -126,12 +127,11 @@ def kept_metrics(history: list[dict[str, float]], kept_epoch: int) -> dict[str, 
 
 
 def validation_metrics(model: keras.Model, val: tuple, batch_size: int) -> dict[str, float]:
-    """`model`'s accuracy and loss on the validation split, computed as `fit` computes them."""
+    """`model`'s accuracy and loss on the validation split, as evaluate scores the test split."""
     images, labels = val
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
-    accuracy = keras.ops.mean(keras.metrics.sparse_categorical_accuracy(labels, probabilities))
-    loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-    return {"val_accuracy": float(accuracy), "val_loss": float(loss)}
+    accuracy, loss = accuracy_and_loss(probabilities, labels)
+    return {"val_accuracy": accuracy, "val_loss": loss}
 
 
 def train_member(

@@ -45,6 +45,14 @@ def test_confident_mistakes_are_the_wrong_predictions_most_confident_first():
     assert confident_mistakes(probabilities[:1], labels[:1]).tolist() == []
 
 
+def test_score_loss_is_keras_cross_entropy():
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(10) * 0.3, size=500)
+    probabilities = probabilities.astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 10, size=500)
+    keras_loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+    assert score(probabilities, labels)["test_loss"] == pytest.approx(float(keras_loss), rel=1e-5)
+
+
 def test_score_clips_zero_probabilities_like_keras():
     probabilities = np.zeros((1, 10), dtype=np.float32)
     probabilities[0, 3] = 1.0
