@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Set to 1 to see the traceback of an unexpected error instead of its one line.
+TRACEBACK_VARIABLE = "STAGES_TRACEBACK"
+MAX_CAUSE = 400
+
 
 class StageError(Exception):
     """An expected failure: its message is the one line the user sees."""
@@ -71,9 +75,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run(stage: str, main: Callable[[], int | None], error_status: int = 1) -> None:
     """Run a stage's `main`, turning expected failures into one line on stderr and a non-zero exit.
 
-    `main` may return an exit status (a command such as the gate does); an expected failure
-    exits with `error_status`. SIGTERM is handled like Ctrl-C so that the `finally` blocks of the
-    atomic writers remove their temporary files on either.
+    `main` may return an exit status (a command such as the gate does); a failure exits with
+    `error_status`. An unexpected error from a library (Keras, TensorFlow, numpy, which bad
+    input can cause) is one line too, naming its type, unless `STAGES_TRACEBACK=1` asks for the
+    traceback. SIGTERM is handled like Ctrl-C so that the `finally` blocks of the atomic writers
+    remove their temporary files on either.
     """
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -84,10 +90,22 @@ def run(stage: str, main: Callable[[], int | None], error_status: int = 1) -> No
     except KeyboardInterrupt:
         print(f"{stage}: interrupted, no output written", file=sys.stderr)
         sys.exit(130)
+    except Exception as error:
+        if os.environ.get(TRACEBACK_VARIABLE) == "1":
+            raise
+        cause = _one_line(error)
+        if len(cause) > MAX_CAUSE:
+            cause = cause[:MAX_CAUSE] + "…"
+        print(
+            f"{stage}: error: {type(error).__name__}: {cause} "
+            f"(set {TRACEBACK_VARIABLE}=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(error_status)
     sys.exit(status or 0)
 
 
-def _one_line(error: StageError | OSError) -> str:
+def _one_line(error: Exception) -> str:
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}"

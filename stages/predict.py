@@ -105,26 +105,12 @@ def read_array(path: Path) -> list[Digit]:
     return [Digit(f"{path}[{index}]", image) for index, image in enumerate(images)]
 
 
-def load_fitting_model(path: Path):
-    """The model at `path`, loaded safely, if it takes 28×28×1 images and gives 10 classes."""
-    from stages.tf_setup import load_model  # here: TensorFlow's import is the slow part
-
-    model = load_model(path)
-    shapes = tuple(model.input_shape), tuple(model.output_shape)
-    expected = (None, *IMAGE_SHAPE), (None, NUM_CLASSES)
-    if shapes != expected:
-        raise StageError(
-            f"{path} takes inputs {shapes[0]} and gives {shapes[1]}; "
-            f"expected {expected[0]} and {expected[1]} (a model of this pipeline)"
-        )
-    return model
-
-
 def predict(digits: list[Digit], model_path: Path) -> np.ndarray:
     """Softmax outputs for the digits that have an image, in order."""
+    from stages.tf_setup import load_model  # here: TensorFlow's import is the slow part
+
     batch = normalize(np.stack([digit.image for digit in digits]))
-    model = load_fitting_model(model_path)
-    return model.predict_on_batch(batch)
+    return load_model(model_path).predict_on_batch(batch)
 
 
 def entry(digit: Digit, probabilities: np.ndarray | None, top: int) -> dict[str, object]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stages.common import StageError
+from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
 
 # Read by TensorFlow when first imported; 3 keeps only fatal C++ logs (Python errors still raise).
 # Users can still set it themselves.
@@ -53,7 +54,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code.
+    """Load a `.keras` model in safe mode, which refuses files that would run arbitrary code,
+    and check that it takes MNIST images and gives one probability per digit.
 
     Legacy formats (HDF5 `.h5`, SavedModel folders) are refused: they have no safe mode.
     """
@@ -64,6 +66,14 @@ def load_model(path: Path) -> keras.Model:
     if not path.is_file():
         raise StageError(f"{path} not found: run the train stage first")
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        model = keras.models.load_model(path, safe_mode=True)
     except (ValueError, OSError) as error:
         raise StageError(f"cannot load {path}: {error}") from None
+    shapes = tuple(model.input_shape), tuple(model.output_shape)
+    expected = (None, *IMAGE_SHAPE), (None, NUM_CLASSES)
+    if shapes != expected:
+        raise StageError(
+            f"{path} takes inputs {shapes[0]} and gives {shapes[1]}; "
+            f"expected {expected[0]} and {expected[1]} (a model of this pipeline)"
+        )
+    return model

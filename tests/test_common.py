@@ -83,6 +83,23 @@ def test_run_exits_with_the_status_main_returns(returned, code):
     assert exit_info.value.code == code
 
 
+def test_a_library_error_is_one_line_naming_its_type(capsys, monkeypatch):
+    def main() -> None:
+        raise ValueError("Input 0 of layer 'conv2d' is incompatible:\nexpected shape (None, 28)")
+
+    monkeypatch.delenv("STAGES_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run("evaluate", main)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "evaluate: error: ValueError: Input 0 of layer 'conv2d' is incompatible: expected shape "
+        "(None, 28) (set STAGES_TRACEBACK=1 to see the traceback)\n"
+    )
+    monkeypatch.setenv("STAGES_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="incompatible"):
+        run("evaluate", main)
+
+
 def test_run_can_give_expected_failures_another_status(capsys):
     """The gate keeps 1 for a failed check and exits 2 for a usage error."""
 

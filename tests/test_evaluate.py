@@ -81,6 +81,27 @@ def test_legacy_model_formats_are_refused(tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize(
+    ("inputs", "classes", "shapes"),
+    [
+        ((32, 32, 1), 10, "inputs (None, 32, 32, 1) and gives (None, 10)"),
+        ((28, 28, 1), 5, "inputs (None, 28, 28, 1) and gives (None, 5)"),
+    ],
+)
+def test_a_model_that_does_not_fit_mnist_is_refused(tmp_path, inputs, classes, shapes):
+    model = keras.Sequential(
+        [keras.Input(inputs), keras.layers.Flatten(), keras.layers.Dense(classes)]
+    )
+    path = tmp_path / "other.keras"
+    model.save(path)
+    with pytest.raises(StageError) as error:
+        load_model(path)
+    assert str(error.value) == (
+        f"{path} takes {shapes}; expected (None, 28, 28, 1) and (None, 10) (a model of this "
+        "pipeline)"
+    )
+
+
 def test_garbage_model_file_is_refused(tmp_path):
     path = tmp_path / "model.keras"
     path.write_bytes(b"not a keras archive")
