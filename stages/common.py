@@ -42,16 +42,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Like `atomic_path`, for a directory of outputs: all of it appears, or none of it."""
+    """Like `atomic_path`, for a directory of outputs: all of it appears, or none of it.
+
+    A directory cannot be renamed over another, so the old one is first renamed aside, and
+    deleted only once the new one is in place (put back if that rename fails): the old outputs
+    are never half-deleted, and `path` is missing only between two renames.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    token = secrets.token_hex(4)
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        aside = path.with_name(f".{path.name}.{token}.old.tmp") if path.exists() else None
+        if aside:
+            os.replace(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside:
+                os.replace(aside, path)
+            raise
+        if aside:
+            shutil.rmtree(aside)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

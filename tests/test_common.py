@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +48,48 @@ def test_atomic_dir_is_all_or_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt), atomic_dir(target) as folder:
         (folder / "x.npy").write_text("second")
         raise KeyboardInterrupt
+    assert (target / "x.npy").read_text() == "first"
+    assert files_in(tmp_path) == [target, target / "x.npy"]
+
+
+def test_atomic_dir_deletes_the_old_folder_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
+    target = tmp_path / "split"
+    with atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("first")
+    seen_at_delete = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).name != target.name and (target / "x.npy").exists():
+            seen_at_delete.append((target / "x.npy").read_text())
+        elif Path(path) == target:
+            seen_at_delete.append("the target itself")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("second")
+    assert seen_at_delete[0] == "second"  # the old folder went when the new one was in place
+    assert (target / "x.npy").read_text() == "second"
+    assert files_in(tmp_path) == [target, target / "x.npy"]
+
+
+def test_atomic_dir_puts_the_old_folder_back_if_the_new_one_cannot_take_its_place(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "split"
+    with atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("first")
+    real_replace = os.replace
+
+    def replace(source, destination):
+        if Path(source).name.endswith(".tmp") and ".old" not in Path(source).name:
+            raise OSError(errno.EIO, "Input/output error", str(destination))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError), atomic_dir(target) as folder:
+        (folder / "x.npy").write_text("second")
     assert (target / "x.npy").read_text() == "first"
     assert files_in(tmp_path) == [target, target / "x.npy"]
 
