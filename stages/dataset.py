@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from stages.common import StageError, atomic_dir
+from stages.params import IMAGE_SIZE
 from stages.paths import PROCESSED_DIR
 
 SPLITS = ("train", "val", "test")
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_CLASSES = 10
 
 

@@ -18,6 +18,7 @@ from stages.common import StageError
 
 PARAMS_FILE = "params.yaml"
 PIPELINE_FILE = "dvc.yaml"
+# MNIST's images are 28×28 (the one definition: `dataset.IMAGE_SHAPE` adds the channel axis).
 IMAGE_SIZE = 28
 
 # YAML 1.1 reads `1e-3` as a string, so floats alone are coerced from numeric strings.

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from helpers import (
     BIN,
+    PROJECT,
     command_env,
     dvc,
     edit_params,
     files_in,
     git,
     read_json,
+    run_command,
     sha256_of,
     stages_run,
 )
@@ -114,6 +116,24 @@ def test_plots_of_two_commits_render_on_a_fresh_clone_without_the_cache(repo, tm
         images = rendered["data"][f"plots/{png}.png"]
         assert sorted(image["revisions"][0] for image in images) == ["HEAD~1", "workspace"]
         assert all(image["url"] for image in images)
+
+
+README_COMMIT = (
+    "git add dvc.lock data/*/.gitignore models/.gitignore metrics plots"
+    ' && git commit -m "First run"'
+)
+
+
+def test_the_readme_says_what_to_commit_after_the_first_run(repo):
+    assert f"```bash\n{README_COMMIT}\n```" in (PROJECT / "README.md").read_text()
+    # Untrack what the first run made, as it was before its commit; then the README's line.
+    made = ["dvc.lock", "metrics", "plots", "models/.gitignore"]
+    made += [str(path.relative_to(repo)) for path in repo.glob("data/*/.gitignore")]
+    git(repo, "rm", "-rq", "--cached", *made)
+    git(repo, "commit", "-qm", "before the first run")
+    assert git(repo, "status", "--porcelain", "-uall").stdout != ""
+    run_command(["bash", "-c", README_COMMIT], repo)
+    assert git(repo, "status", "--porcelain", "-uall").stdout == ""
 
 
 def test_second_repro_runs_nothing(repo):
