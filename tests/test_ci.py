@@ -175,11 +175,12 @@ def test_smoke_run_trains_one_epoch_and_gates_it(gated):
     edit_params(gated, "train", epochs=3, warmup_epochs=1, batch_size=32)
     commit(gated, "a longer default")
     result = ci(gated, "ci/pipeline", "smoke")
-    # The tiny data does not reach the smoke run's 95 % floor: the gate fails the job.
+    # One epoch on the tiny data misses the smoke run's loss ceiling: the gate fails the job.
     assert result.returncode == 1
     assert stages_run(result.stdout) == {"train", "evaluate", "plots"}
     assert read_json(gated / "metrics/train.json")["epochs_run"] == 1
-    assert re.search(r"test_accuracy +floor +[0-9.]+ +- +>= 0\.9500 +FAIL", result.stdout)
+    assert re.search(r"test_accuracy +floor +[0-9.]+ +- +>= 0\.9500 ", result.stdout)
+    assert re.search(r"test_loss +ceiling +[0-9.]+ +- +<= 0\.2000 +FAIL", result.stdout)
 
     overrides = [word for key, value in TINY_GATE.items() for word in ("-S", f"gate.{key}={value}")]
     lower = ci(gated, "ci/pipeline", "smoke", *overrides)

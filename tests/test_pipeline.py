@@ -61,7 +61,8 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built):
     }
     assert train["epochs_run"] == 1
     evaluate = read_json(repo / "metrics/evaluate.json")
-    assert isinstance(evaluate["test_accuracy"], float) and 0 <= evaluate["test_accuracy"] <= 1
+    # The tiny data is learnable: one epoch gets far above the 10 % of chance.
+    assert isinstance(evaluate["test_accuracy"], float) and evaluate["test_accuracy"] > 0.6
     assert isinstance(evaluate["test_loss"], float) and evaluate["test_loss"] > 0
     assert set(evaluate["per_class_accuracy"]) <= {str(digit) for digit in range(10)}
     history = (repo / "plots/history.csv").read_text().splitlines()
@@ -168,7 +169,7 @@ def test_experiment_run_and_show(repo):
     table = csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout))
     experiment = next(row for row in table if row["Experiment"] == "two-epochs")
     assert experiment["train.epochs"] == "2"
-    assert float(experiment["test_accuracy"]) >= 0
+    assert float(experiment["test_accuracy"]) > 0.6
 
 
 def test_wrong_sha256_fails_download_with_one_clear_line(repo, server):
