@@ -110,6 +110,12 @@ def test_report_on_a_push_that_created_its_branch_compares_with_the_previous_com
     assert "### Params changed\n\n| Path" in result.stdout  # the gate thresholds changed
 
 
+def test_report_without_changes_says_so(gated):
+    result = ci(gated, "ci/report", "HEAD")
+    assert result.returncode == 0, result.stderr
+    assert "### Params changed\n\nNone.\n\n### Metrics changed\n\nNone.\n" in result.stdout
+
+
 def test_report_with_a_bad_base_is_one_line_and_exit_2(gated):
     result = ci(gated, "ci/report", "no-such-branch")
     assert (result.returncode, result.stdout) == (2, "")
