@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from helpers import (
     BIN,
     PROJECT,
@@ -218,7 +219,14 @@ def test_invalid_train_param_stops_before_training(repo, section, values, messag
 
 
 def test_second_concurrent_repro_fails_fast_and_the_first_completes(repo):
-    edit_params(repo, "train", epochs=15)
+    """The first repro's train stage waits for a file the test creates, so the second repro
+    starts while the first one surely holds the lock, however fast the machine."""
+    release = repo / "release-train"
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["stages"]["train"]["cmd"] = (
+        f"until [ -e {release.name} ]; do sleep 0.05; done && python -m stages.train"
+    )
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     first = subprocess.Popen(
         [str(BIN / "dvc"), "repro"],
         cwd=repo,
@@ -227,16 +235,20 @@ def test_second_concurrent_repro_fails_fast_and_the_first_completes(repo):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines = [first.stdout.readline()]
-    while "Running stage 'train'" not in lines[-1]:
-        assert lines[-1], "".join(lines)
-        lines.append(first.stdout.readline())
-    started = time.monotonic()
-    second = dvc(repo, "repro", check=False)
-    assert second.returncode != 0
-    assert "is busy, it is being blocked by" in failure(second)
-    assert time.monotonic() - started < 30
+    try:
+        lines = [first.stdout.readline()]
+        while "Running stage 'train'" not in lines[-1]:
+            assert lines[-1], "".join(lines)
+            lines.append(first.stdout.readline())
+        started = time.monotonic()
+        second = dvc(repo, "repro", check=False)
+        assert second.returncode != 0
+        assert "is busy, it is being blocked by" in failure(second)
+        assert time.monotonic() - started < 30
+        assert first.poll() is None  # the first is still waiting: the lock was surely held
+    finally:
+        release.touch()
     rest, _ = first.communicate(timeout=300)
     assert first.returncode == 0, "".join(lines) + rest
-    assert read_json(repo / "metrics/train.json")["epochs_run"] == 15
+    assert {"train", "evaluate"} <= stages_run("".join(lines) + rest)
     assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
