@@ -22,7 +22,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from stages.common import StageError, atomic_path, run
-from stages.dataset import NUM_CLASSES, load_split
+from stages.dataset import IMAGE_SHAPE, NUM_CLASSES, load_split
 from stages.params import PlotsParams, load_params
 from stages.paths import CONFIDENT_MISTAKES, HISTORY, PLOTS_DIR, TEST_PREDICTIONS
 
@@ -117,7 +117,7 @@ def plot_grid(images: np.ndarray, titles: list[str], title: str, params: PlotsPa
     for axes in grid.flat:
         axes.axis("off")
     for axes, image, label in zip(grid.flat, images, titles, strict=False):
-        axes.imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        axes.imshow(np.asarray(image).reshape(IMAGE_SHAPE[:2]), cmap="gray_r", vmin=0, vmax=1)
         axes.set_title(label, fontsize=8)
     if not len(images):
         grid.flat[0].text(0, 0.5, "none", fontsize=10)

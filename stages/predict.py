@@ -43,21 +43,24 @@ class Digit:
     error: str | None = None
 
 
-def expand(arguments: list[str]) -> list[Path | Digit]:
-    """Each argument as a file; a folder as every image and array in it, by name."""
-    paths: list[Path | Digit] = []
+def read_all(arguments: list[str]) -> list[Digit]:
+    """Every digit the arguments hold, in order: each file's, and in a folder every image and
+    array file's, by name; a folder with none gets one entry saying so."""
+    digits: list[Digit] = []
     for argument in arguments:
         path = Path(argument)
         if not path.is_dir():
-            paths.append(path)
+            digits += read(path)
             continue
         found = sorted(
             child
             for child in path.iterdir()
             if child.is_file() and child.suffix.lower() in (*IMAGE_SUFFIXES, ARRAY_SUFFIX)
         )
-        paths += found or [Digit(argument, error=f"no {FORMATS} files in this folder")]
-    return paths
+        digits += [digit for child in found for digit in read(child)]
+        if not found:
+            digits.append(Digit(argument, error=f"no {FORMATS} files in this folder"))
+    return digits
 
 
 def read(path: Path) -> list[Digit]:
@@ -149,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=MODEL, help=f"default: {MODEL}")
     args = parser.parse_args(argv)
 
-    digits = [
-        item
-        for path in expand(args.images)
-        for item in ([path] if isinstance(path, Digit) else read(path))
-    ]
+    digits = read_all(args.images)
     readable = [digit for digit in digits if digit.image is not None]
     outputs = iter(predict(readable, args.model) if readable else [])
     results = [

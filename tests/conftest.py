@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    commit,
     dvc,
-    git,
     init_repo,
     make_mnist_arrays,
     serve,
@@ -39,8 +39,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, server, mnist_dir: Path) -> 
     repo = tmp_path_factory.mktemp("built") / "repo"
     init_repo(repo, tiny_params(f"{server.url}/mnist.npz", sha256_of(mnist_dir / "mnist.npz")))
     first = dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "first run")
+    commit(repo, "first run")
     return repo, first.stdout
 
 

@@ -211,6 +211,12 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return run_command(["git", *args], repo)
 
 
+def commit(repo: Path, message: str) -> None:
+    """Commit everything in the work tree, as a user's `git add -A && git commit` would."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
 def stages_run(output: str) -> set[str]:
     """Names of the stages whose command `dvc repro` output says it ran."""
     return {
@@ -241,5 +247,4 @@ def init_repo(repo: Path, params: dict) -> None:
     git(repo, "init", "-q", "-b", "main")
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipeline")
+    commit(repo, "pipeline")

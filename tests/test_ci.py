@@ -14,6 +14,7 @@ import yaml
 from helpers import (
     BIN,
     PROJECT,
+    commit,
     dvc,
     edit_params,
     git,
@@ -40,11 +41,6 @@ def ci(repo: Path, script: str, *args: str, timeout: float = 300):
 
 def lock_check(repo: Path):
     return run_command([str(BIN / "python"), "-m", "stages.lock_check"], repo, check=False)
-
-
-def commit(repo: Path, message: str) -> None:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import BIN, copy_project, edit_params, git, run_command
+from helpers import BIN, commit, copy_project, edit_params, git, run_command
 
 from stages.gate import run_checks
 from stages.params import GateParams
@@ -103,8 +103,7 @@ def gate(repo: Path, *args: str):
 
 def commit_metrics(repo: Path, message: str, **metrics: object) -> None:
     write_metrics(repo, **metrics)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
+    commit(repo, message)
 
 
 def write_metrics(repo: Path, **metrics: object) -> None:
@@ -196,8 +195,7 @@ def test_cli_no_metrics_file_is_a_usage_error(history):
 def test_cli_base_without_metrics_is_a_usage_error(history):
     (history / "README").write_text("no metrics yet")
     git(history, "rm", "-rq", "metrics")
-    git(history, "add", "-A")
-    git(history, "commit", "-qm", "no metrics")
+    commit(history, "no metrics")
     write_metrics(history, **BASE)
     result = gate(history, "--base", "HEAD")
     assert result.returncode == 2

@@ -16,6 +16,7 @@ from helpers import (
     BIN,
     PROJECT,
     command_env,
+    commit,
     dvc,
     edit_params,
     files_in,
@@ -101,8 +102,7 @@ def test_plots_of_two_commits_render_on_a_fresh_clone_without_the_cache(repo, tm
     """Everything behind every declared plot is in git: `dvc plots diff` needs no DVC cache."""
     edit_params(repo, "train", epochs=2)
     dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "2 epochs")
+    commit(repo, "2 epochs")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(repo), str(clone))
     assert not (clone / ".dvc/cache").exists()
