@@ -1,6 +1,6 @@
 """Benchmark the pipeline on full MNIST. Run by hand, not by the test suite:
 
-    python benchmarks/run.py /path/to/mnist.npz [--seeds 43 44] [--update-results]
+    python -m benchmarks.run /path/to/mnist.npz [--seeds 43 44] [--update-results]
 
 Works on a temporary copy of the project with `data.url` pointed at the given file, and measures:
 each stage's wall time and peak memory (run as `python -m stages.<name>`, start-up included);
@@ -33,20 +33,22 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
+
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
 STEP_TIME = re.compile(r"^\d+/\d+ - \d+s - (\d+)ms/step", re.MULTILINE)
-NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", "data", "models", "cache", "tmp", "__pycache__", ".*_cache"
-)
 
 
 def run_measured(args: list[str], cwd: Path) -> tuple[float, float, str]:
     """Run a command; return its wall seconds, its peak resident memory in MB, and its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
     process = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args,
+        cwd=cwd,
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -63,18 +65,6 @@ def ms_per_step(keras_output: str) -> float:
     if len(steps) < 2:
         sys.exit(f"benchmark: need 2+ epochs to time steps, got:\n{keras_output}")
     return statistics.median(steps[1:])
-
-
-def stages_run(dvc_output: str) -> list[str]:
-    return re.findall(r"^Running stage '(\w+)'", dvc_output, re.MULTILINE)
-
-
-def set_params(workspace: Path, section: str, **values: object) -> dict:
-    path = workspace / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
 
 
 def cpu_seconds() -> tuple[float, float, float] | None:
@@ -107,11 +97,13 @@ def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -
 
 
 def make_workspace(data: Path) -> Path:
+    """A fresh copy of the pipeline (and of benchmarks/, for plain_keras) reading `data`."""
     workspace = Path(tempfile.mkdtemp(prefix="mnist-benchmark-")) / "project"
-    shutil.copytree(ROOT, workspace, ignore=NOT_COPIED)
+    copy_project(workspace, extra_folders=("benchmarks",))
     sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
-    set_params(workspace, "data", url=str(data.resolve()), sha256=sha256)
+    edit_params(workspace, "data", url=str(data.resolve()), sha256=sha256)
     subprocess.run(["git", "init", "-q"], cwd=workspace, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=workspace, check=True)
     return workspace
 
 
@@ -141,7 +133,7 @@ def copy_results(workspace: Path) -> None:
     """The outputs that git keeps (cache: false in dvc.yaml), into the project."""
     for pattern in ("metrics/*.json", "plots/*.png", "plots/test_predictions.csv"):
         for path in workspace.glob(pattern):
-            shutil.copy2(path, ROOT / path.relative_to(workspace))
+            shutil.copy2(path, PROJECT / path.relative_to(workspace))
 
 
 def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
@@ -174,9 +166,12 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
         sys.exit("benchmark: a no-op dvc repro ran a stage")
     results["noop_repro_seconds"] = round(statistics.median(s for s, _, _ in no_op), 2)
 
-    set_params(workspace, "plots", dpi=params["plots"]["dpi"] + 1)
+    edit_params(workspace, "plots", dpi=params["plots"]["dpi"] + 1)
     seconds, _, output = run_measured([python, "-m", "dvc", "repro"], workspace)
-    results["plots_param_repro"] = {"seconds": round(seconds, 1), "stages_run": stages_run(output)}
+    results["plots_param_repro"] = {
+        "seconds": round(seconds, 1),
+        "stages_run": sorted(stages_run(output)),
+    }
 
     print("benchmark: running the plain Keras script", file=sys.stderr)
     # From the workspace copy, which reads the same params.yaml and processed arrays.
@@ -190,7 +185,7 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
 
     for seed in seeds:
         print(f"benchmark: training with seed {seed}", file=sys.stderr)
-        set_params(workspace, "train", seed=seed)
+        edit_params(workspace, "train", seed=seed)
         for stage in ("train", "evaluate"):
             run_measured([python, "-m", f"stages.{stage}"], workspace)
         evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
@@ -199,8 +194,8 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     results["test_accuracy_mean"] = round(statistics.mean(accuracies), 5)
 
     print("benchmark: dvc repro -f with the default params again", file=sys.stderr)
-    set_params(workspace, "train", seed=params["train"]["seed"])
-    set_params(workspace, "plots", dpi=params["plots"]["dpi"])
+    edit_params(workspace, "train", seed=params["train"]["seed"])
+    edit_params(workspace, "plots", dpi=params["plots"]["dpi"])
     run_measured([python, "-m", "dvc", "repro", "--force"], workspace)
     rerun = json.loads((workspace / "metrics/evaluate.json").read_text())
     results["rerun_identical"] = rerun == first_evaluate
@@ -270,9 +265,9 @@ def main() -> None:
     if not args.data.is_file():
         sys.exit(f"benchmark: {args.data} not found")
     results = benchmark(args.data, args.seeds, args.update_results)
-    (ROOT / "benchmarks/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (PROJECT / "benchmarks/results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (ROOT / "benchmarks/results.md").write_text(table)
+    (PROJECT / "benchmarks/results.md").write_text(table)
     print(table)
 
 

@@ -24,59 +24,84 @@ class StageError(Exception):
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` to write, renamed onto `path` only if the block succeeds.
+def atomic_outputs(*paths: str | Path, dirs: bool = False) -> Iterator[list[Path]]:
+    """Yield a temporary sibling for each of `paths` (files, or with `dirs` folders) to write;
+    only once the block has written them all are they put in place, together.
 
-    The temporary name keeps the suffix because writers such as Keras and matplotlib pick the
-    format from it, and starts with a dot so that a crash leaves nothing that looks like an output.
+    An error or interrupt while writing leaves every output as it was, so a stage never leaves
+    a new model beside old metrics, or a new train split beside an old validation split. Each
+    old output is kept aside (a hard link for a file, which stays in place meanwhile; a rename
+    for a folder, which cannot be renamed over) until every new one is in place, and put back
+    if one cannot be. Temporary names keep the suffix, since writers such as Keras and
+    matplotlib pick the format from it, and start with a dot so that a crash leaves nothing that
+    looks like an output.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    paths = [Path(path) for path in paths]
+    token = secrets.token_hex(4)
+    temps = [path.with_name(f".{path.stem}.{token}.tmp{path.suffix}") for path in paths]
+    for path, tmp in zip(paths, temps, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if dirs:
+            tmp.mkdir()
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield temps
+        _put_in_place(paths, temps, token, dirs)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            _remove(tmp)
+
+
+def _put_in_place(paths: list[Path], temps: list[Path], token: str, dirs: bool) -> None:
+    placed: list[tuple[Path, Path | None]] = []  # each output now in place, and its old copy
+    try:
+        for path, tmp in zip(paths, temps, strict=True):
+            aside = path.with_name(f".{path.name}.{token}.old.tmp") if path.exists() else None
+            if aside and dirs:
+                os.replace(path, aside)
+            elif aside:
+                os.link(path, aside)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if aside and dirs:
+                    os.replace(aside, path)  # the old folder had been moved out of the way
+                elif aside:
+                    aside.unlink()  # the old file is still in place
+                raise
+            placed.append((path, aside))
+    except BaseException:
+        for path, aside in reversed(placed):
+            _remove(path)
+            if aside:
+                os.replace(aside, path)
+        raise
+    for _, aside in placed:
+        if aside:
+            _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Like `atomic_path`, for a directory of outputs: all of it appears, or none of it.
-
-    A directory cannot be renamed over another, so the old one is first renamed aside, and
-    deleted only once the new one is in place (put back if that rename fails): the old outputs
-    are never half-deleted, and `path` is missing only between two renames.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    tmp = path.with_name(f".{path.name}.{token}.tmp")
-    tmp.mkdir()
-    try:
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """`atomic_outputs` for one file: the file appears whole, or is left as it was."""
+    with atomic_outputs(path) as (tmp,):
         yield tmp
-        aside = path.with_name(f".{path.name}.{token}.old.tmp") if path.exists() else None
-        if aside:
-            os.replace(path, aside)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if aside:
-                os.replace(aside, path)
-            raise
-        if aside:
-            shutil.rmtree(aside)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` sorted and indented; `path` is one of `atomic_outputs`' temporary paths."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a header and rows; `path` is one of `atomic_outputs`' temporary paths."""
+    with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         writer.writerows(rows)

@@ -6,9 +6,11 @@ exact form it was trained on (`normalize`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from stages.common import StageError, atomic_dir
+from stages.common import StageError
 from stages.params import IMAGE_SIZE
 from stages.paths import PROCESSED_DIR
 
@@ -22,10 +24,10 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def save_split(split: str, images: np.ndarray, labels: np.ndarray) -> None:
-    with atomic_dir(PROCESSED_DIR / split) as folder:
-        np.save(folder / "x.npy", images)
-        np.save(folder / "y.npy", labels)
+def save_split(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write a split into `folder`, one of `atomic_outputs`' temporary folders."""
+    np.save(folder / "x.npy", images)
+    np.save(folder / "y.npy", labels)
 
 
 def load_split(split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.common import atomic_path, run, write_csv, write_json
+from stages.common import atomic_outputs, run, write_csv, write_json
 from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
 from stages.paths import CONFIDENT_MISTAKES, EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
@@ -58,17 +58,18 @@ def main() -> None:
         confidence.astype(np.float64).round(6).tolist(),
         strict=True,
     )
-    write_csv(TEST_PREDICTIONS, ("actual", "predicted", "probability"), rows)
     worst = confident_mistakes(probabilities, labels)
-    with atomic_path(CONFIDENT_MISTAKES) as tmp:
+    outputs = (TEST_PREDICTIONS, CONFIDENT_MISTAKES, EVALUATE_METRICS)
+    with atomic_outputs(*outputs) as (predictions_file, mistakes_file, metrics_file):
+        write_csv(predictions_file, ("actual", "predicted", "probability"), rows)
         np.savez(
-            tmp,
+            mistakes_file,
             images=np.round(images[worst, ..., 0] * 255).astype(np.uint8),
             actual=labels[worst],
             predicted=predicted[worst],
             probability=confidence[worst],
         )
-    write_json(EVALUATE_METRICS, metrics)
+        write_json(metrics_file, metrics)
     print(
         f"evaluate: test_accuracy {metrics['test_accuracy']:.4f}, "
         f"test_loss {metrics['test_loss']:.4f} on {len(labels)} test images"

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from stages.common import StageError, atomic_path, run
+from stages.common import StageError, atomic_outputs, run
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES, load_split
 from stages.params import PlotsParams, load_params
 from stages.paths import CONFIDENT_MISTAKES, HISTORY, PLOTS_DIR, TEST_PREDICTIONS
@@ -173,13 +173,6 @@ def read_mistakes(path: Path) -> dict[str, np.ndarray]:
         raise StageError(f"cannot read {path}: {error}") from None
 
 
-def save(figure: plt.Figure, path: Path, dpi: int) -> None:
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=dpi)
-    plt.close(figure)
-
-
 def main() -> None:
     params = load_params("plots").plots
     started = time.perf_counter()
@@ -200,8 +193,11 @@ def main() -> None:
         "confusion_matrix": plot_confusion(counts, params),
         "confident_mistakes": plot_mistakes(read_mistakes(CONFIDENT_MISTAKES), params),
     }
-    for name, figure in figures.items():
-        save(figure, PLOTS_DIR / f"{name}.png", params.dpi)
+    with atomic_outputs(*(PLOTS_DIR / f"{name}.png" for name in figures)) as files:
+        for file, figure in zip(files, figures.values(), strict=True):
+            figure.tight_layout()
+            figure.savefig(file, dpi=params.dpi)
+            plt.close(figure)
     seconds = time.perf_counter() - started
     print(f"plots: {len(figures)} PNGs in {PLOTS_DIR}/ at {params.dpi} dpi in {seconds:.1f} s")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError, run
+from stages.common import StageError, atomic_outputs, run
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES, normalize, save_split
 from stages.params import load_params
-from stages.paths import RAW_MNIST
+from stages.paths import PROCESSED_DIR, RAW_MNIST
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -79,8 +79,9 @@ def main() -> None:
         raw["x_train"], raw["y_train"], params.validation_size, params.seed
     )
     splits = {"train": train, "val": val, "test": (raw["x_test"], raw["y_test"])}
-    for split, (images, labels) in splits.items():
-        save_split(split, normalize(images), labels.astype(np.uint8))
+    with atomic_outputs(*(PROCESSED_DIR / split for split in splits), dirs=True) as folders:
+        for folder, (images, labels) in zip(folders, splits.values(), strict=True):
+            save_split(folder, normalize(images), labels.astype(np.uint8))
     counts = ", ".join(f"{split} {len(labels)}" for split, (_, labels) in splits.items())
     print(f"preprocess: {counts} images in {time.perf_counter() - started:.1f} s")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from stages.common import atomic_path, run, write_csv, write_json
+from stages.common import atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_ensemble, build_model
 from stages.params import StageParams, TrainParams, load_params
@@ -173,14 +173,14 @@ def main() -> None:
         summary = f"ensemble of {size}"
     seconds = time.perf_counter() - started
     metrics["training_seconds"] = round(seconds, 1)
-    with atomic_path(MODEL) as tmp:
-        model.save(tmp)
     summary_lines: list[str] = []
     model.summary(expand_nested=True, print_fn=summary_lines.append)
-    with atomic_path(MODEL_SUMMARY) as tmp:
-        tmp.write_text("\n".join(summary_lines) + "\n")
-    write_csv(HISTORY, HISTORY_COLUMNS, history_rows)
-    write_json(TRAIN_METRICS, metrics)
+    outputs = (MODEL, MODEL_SUMMARY, HISTORY, TRAIN_METRICS)
+    with atomic_outputs(*outputs) as (model_file, summary_file, history_file, metrics_file):
+        model.save(model_file)
+        summary_file.write_text("\n".join(summary_lines) + "\n")
+        write_csv(history_file, HISTORY_COLUMNS, history_rows)
+        write_json(metrics_file, metrics)
     print(
         f"train: {summary}, val_accuracy {metrics['val_accuracy']:.4f}, {seconds:.0f} s → {MODEL}"
     )

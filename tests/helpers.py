@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from devtools.workspace import BIN, PROJECT, command_env, copy_project, write_params
 
 
 def make_mnist_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict:
@@ -148,31 +144,6 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def write_params(repo: Path, params: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def edit_params(repo: Path, section: str, **values: object) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[section].update(values)
-    write_params(repo, params)
-
-
-def command_env() -> dict[str, str]:
-    """The environment for `dvc`, `git` and stage commands: this interpreter's `python` first on
-    PATH (dvc.yaml runs `python -m stages.<name>`), no analytics, a fixed git identity."""
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    return env
-
-
 def run_command(
     args: list[str], cwd: Path, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess:
@@ -215,24 +186,6 @@ def commit(repo: Path, message: str) -> None:
     """Commit everything in the work tree, as a user's `git add -A && git commit` would."""
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", message)
-
-
-def stages_run(output: str) -> set[str]:
-    """Names of the stages whose command `dvc repro` output says it ran."""
-    return {
-        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
-    }
-
-
-def copy_project(destination: Path) -> None:
-    """The pipeline's own files, as a fresh clone would have them (no data, no outputs)."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy2(PROJECT / name, destination / name)
-    for folder in ("stages", "ci"):
-        shutil.copytree(
-            PROJECT / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__")
-        )
 
 
 def files_in(folder: Path) -> list[Path]:

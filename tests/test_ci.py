@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import (
-    BIN,
-    PROJECT,
-    commit,
-    dvc,
-    edit_params,
-    git,
-    read_json,
-    run_command,
-    stages_run,
-)
+from helpers import commit, dvc, git, read_json, run_command
+
+from devtools.workspace import BIN, PROJECT, edit_params, stages_run
 
 GITHUB_WORKFLOW = PROJECT / ".github/workflows/pipeline.yml"
 GITLAB_CI = PROJECT / ".gitlab-ci.yml"

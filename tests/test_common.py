@@ -9,17 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (
-    copy_project,
-    files_in,
-    make_mnist_arrays,
-    run_stage,
-    tiny_params,
-    write_npz,
-    write_params,
-)
+from helpers import files_in, make_mnist_arrays, run_stage, tiny_params, write_npz
 
-from stages.common import StageError, atomic_dir, atomic_path, run, write_json
+from devtools.workspace import copy_project, write_params
+from stages.common import StageError, atomic_outputs, atomic_path, run, write_json
 
 
 def disk_full(*args: object) -> None:
@@ -43,9 +36,9 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
 
 def test_atomic_dir_is_all_or_nothing(tmp_path):
     target = tmp_path / "split"
-    with atomic_dir(target) as folder:
+    with atomic_outputs(target, dirs=True) as (folder,):
         (folder / "x.npy").write_text("first")
-    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as folder:
+    with pytest.raises(KeyboardInterrupt), atomic_outputs(target, dirs=True) as (folder,):
         (folder / "x.npy").write_text("second")
         raise KeyboardInterrupt
     assert (target / "x.npy").read_text() == "first"
@@ -54,7 +47,7 @@ def test_atomic_dir_is_all_or_nothing(tmp_path):
 
 def test_atomic_dir_deletes_the_old_folder_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
     target = tmp_path / "split"
-    with atomic_dir(target) as folder:
+    with atomic_outputs(target, dirs=True) as (folder,):
         (folder / "x.npy").write_text("first")
     seen_at_delete = []
     real_rmtree = shutil.rmtree
@@ -67,36 +60,74 @@ def test_atomic_dir_deletes_the_old_folder_only_once_the_new_one_is_in_place(tmp
         return real_rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "rmtree", rmtree)
-    with atomic_dir(target) as folder:
+    with atomic_outputs(target, dirs=True) as (folder,):
         (folder / "x.npy").write_text("second")
     assert seen_at_delete[0] == "second"  # the old folder went when the new one was in place
     assert (target / "x.npy").read_text() == "second"
     assert files_in(tmp_path) == [target, target / "x.npy"]
 
 
-def test_atomic_dir_puts_the_old_folder_back_if_the_new_one_cannot_take_its_place(
-    tmp_path, monkeypatch
-):
-    target = tmp_path / "split"
-    with atomic_dir(target) as folder:
-        (folder / "x.npy").write_text("first")
+def fail_to_put_in_place(monkeypatch, name: str) -> None:
+    """Make the rename of the new `name` (a temporary output) onto its place fail."""
     real_replace = os.replace
 
     def replace(source, destination):
-        if Path(source).name.endswith(".tmp") and ".old" not in Path(source).name:
+        if Path(destination).name == name and ".old." not in Path(source).name:
             raise OSError(errno.EIO, "Input/output error", str(destination))
         return real_replace(source, destination)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OSError), atomic_dir(target) as folder:
-        (folder / "x.npy").write_text("second")
-    assert (target / "x.npy").read_text() == "first"
-    assert files_in(tmp_path) == [target, target / "x.npy"]
+
+
+@pytest.mark.parametrize("dirs", [False, True], ids=["files", "folders"])
+def test_outputs_are_put_in_place_together_or_not_at_all(tmp_path, monkeypatch, dirs):
+    """A stage's outputs change together: an error while writing the second leaves the first as
+    it was, and so does a failure to put the second in place once the first already is."""
+    outputs = [tmp_path / "model", tmp_path / "metrics"]
+
+    def write_all(text: str) -> None:
+        with atomic_outputs(*outputs, dirs=dirs) as temps:
+            for tmp in temps:
+                (tmp / "x" if dirs else tmp).write_text(text)
+                if text == "half":
+                    disk_full()
+
+    def contents() -> list[str]:
+        return [(path / "x" if dirs else path).read_text() for path in outputs]
+
+    write_all("old")
+    with pytest.raises(OSError, match="No space"):
+        write_all("half")
+    assert contents() == ["old", "old"]
+    fail_to_put_in_place(monkeypatch, "metrics")
+    with pytest.raises(OSError, match="Input/output error"):
+        write_all("new")
+    assert contents() == ["old", "old"]
+    assert [path for path in files_in(tmp_path) if ".tmp" in path.name] == []
+    monkeypatch.undo()
+    write_all("new")
+    assert contents() == ["new", "new"]
+    assert [path for path in files_in(tmp_path) if ".tmp" in path.name] == []
+
+
+def test_a_new_output_is_removed_again_if_another_cannot_take_its_place(tmp_path):
+    """The first output did not exist before; the second's place is taken by a folder."""
+    (tmp_path / "metrics.json").mkdir()
+    with (
+        pytest.raises(OSError),
+        atomic_outputs(tmp_path / "model", tmp_path / "metrics.json") as (
+            model,
+            metrics,
+        ),
+    ):
+        model.write_text("new")
+        metrics.write_text("new")
+    assert files_in(tmp_path) == [tmp_path / "metrics.json"]
 
 
 def test_write_json_is_sorted_and_newline_terminated(tmp_path):
-    write_json(tmp_path / "deep" / "m.json", {"b": 1, "a": 0.5})
-    assert (tmp_path / "deep" / "m.json").read_text() == '{\n  "a": 0.5,\n  "b": 1\n}\n'
+    write_json(tmp_path / "m.json", {"b": 1, "a": 0.5})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": 0.5,\n  "b": 1\n}\n'
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import BIN, PROJECT, command_env
 
+from devtools.workspace import BIN, PROJECT, command_env
 from stages.common import StageError
 from stages.evaluate import confident_mistakes, score
 from stages.tf_setup import keras, load_model

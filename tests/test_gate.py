@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import BIN, commit, copy_project, edit_params, git, run_command
+from helpers import commit, git, run_command
 
+from devtools.workspace import BIN, copy_project, edit_params
 from stages.gate import run_checks
 from stages.params import GateParams
 

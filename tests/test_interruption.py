@@ -8,16 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (
-    copy_project,
-    edit_params,
-    files_in,
-    run_stage,
-    sha256_of,
-    start_stage,
-    tiny_params,
-    write_params,
-)
+from helpers import files_in, run_stage, sha256_of, start_stage, tiny_params
+
+from devtools.workspace import copy_project, edit_params, write_params
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import PROJECT, copy_project, files_in, run_stage
+from helpers import files_in, run_stage
 
+from devtools.workspace import PROJECT, copy_project
 from stages.common import StageError
 from stages.params import Params, Section, declared_sections, load_params, validate_params
 

@@ -12,20 +12,9 @@ import time
 import numpy as np
 import pytest
 import yaml
-from helpers import (
-    BIN,
-    PROJECT,
-    command_env,
-    commit,
-    dvc,
-    edit_params,
-    files_in,
-    git,
-    read_json,
-    run_command,
-    sha256_of,
-    stages_run,
-)
+from helpers import commit, dvc, files_in, git, read_json, run_command, sha256_of
+
+from devtools.workspace import BIN, PROJECT, command_env, edit_params, stages_run
 
 ALL_STAGES = {"download", "preprocess", "train", "evaluate", "plots"}
 PICTURES = (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, PROJECT, command_env
+
+from devtools.workspace import BIN, PROJECT, command_env
 
 PIPELINE = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
 STAGES = list(PIPELINE["stages"])

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from helpers import PROJECT, copy_project, edit_params, run_stage
+from helpers import run_stage
 
+from devtools.workspace import PROJECT, copy_project, edit_params
 from stages.dataset import normalize, save_split
 from stages.params import PlotsParams
 from stages.plots import confusion_matrix, plot_confusion, plot_curves
@@ -55,8 +56,11 @@ def write_inputs(repo) -> None:
         "actual,predicted,probability\n0,0,0.9\n1,1,0.8\n7,1,0.6\n"
     )
     images = np.random.default_rng(0).random((50, 28, 28), dtype=np.float32)
-    save_split("train", normalize((images[:45] * 255).astype(np.uint8)), np.arange(45) % 10)
-    save_split("val", normalize((images[45:] * 255).astype(np.uint8)), np.arange(5))
+    splits = {"train": (images[:45], np.arange(45) % 10), "val": (images[45:], np.arange(5))}
+    for split, (part, labels) in splits.items():
+        folder = repo / "data/processed" / split
+        folder.mkdir(parents=True)
+        save_split(folder, normalize((part * 255).astype(np.uint8)), labels)
     np.savez(
         repo / "data/evaluated/confident_mistakes.npz",
         images=np.zeros((1, 28, 28), dtype=np.uint8),
@@ -72,9 +76,8 @@ def png_size(path) -> tuple[int, int]:
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def test_stage_writes_every_declared_png_at_the_requested_size(tmp_path, monkeypatch):
+def test_stage_writes_every_declared_png_at_the_requested_size(tmp_path):
     copy_project(tmp_path)
-    monkeypatch.chdir(tmp_path)  # save_split writes below the working folder
     (tmp_path / "data/evaluated").mkdir(parents=True)
     write_inputs(tmp_path)
     edit_params(tmp_path, "plots", dpi=50, width=4, height=3)

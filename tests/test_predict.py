@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from digits import PHOTO_FORMATS, font_digits, photograph, save_photo
-from helpers import BIN, copy_project, run_command
+from helpers import run_command
 from PIL import Image
 
+from devtools.workspace import BIN, copy_project
 from stages.common import StageError
 from stages.dataset import normalize
 from stages.digit_image import DIGIT_BOX, to_mnist

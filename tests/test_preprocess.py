@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import copy_project, make_mnist_arrays, run_stage, tiny_params, write_npz, write_params
+from helpers import make_mnist_arrays, run_stage, tiny_params, write_npz
 
+from devtools.workspace import copy_project, write_params
 from stages.common import StageError
 from stages.dataset import normalize
 from stages.preprocess import load_raw, split_validation

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (
-    PROJECT,
-    copy_project,
-    edit_params,
-    run_stage,
-    tiny_params,
-    write_npz,
-    write_params,
-)
+from helpers import run_stage, tiny_params, write_npz
+
+from devtools.workspace import PROJECT, copy_project, edit_params, write_params
 
 MIRROR = Path(os.environ.get("MNIST_NPZ", PROJECT.parent / "shared" / "mnist" / "mnist.npz"))
 

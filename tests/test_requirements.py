@@ -7,9 +7,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
+
+from devtools.workspace import PROJECT
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
 

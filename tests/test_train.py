@@ -8,17 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import (
-    copy_project,
-    edit_params,
-    make_mnist_arrays,
-    read_json,
-    run_stage,
-    tiny_params,
-    write_npz,
-    write_params,
-)
+from helpers import make_mnist_arrays, read_json, run_stage, tiny_params, write_npz
 
+from devtools.workspace import copy_project, edit_params, write_params
 from stages.params import TrainParams
 from stages.tf_setup import keras, load_model
 from stages.train import learning_rate, with_augmentation
