@@ -150,3 +150,23 @@ def test_a_sweep_runs_in_the_queue_two_at_a_time(team):
     assert set(swept) == {"0.005", "0.02"}
     for row in swept.values():
         assert float(row["val_accuracy"]) > 0.5 and float(row["test_accuracy"]) > 0.5
+
+
+def cache_files(repo: Path) -> set[str]:
+    return {path.name for path in (repo / ".dvc/cache/files/md5").rglob("*") if path.is_file()}
+
+
+def test_gc_keeps_what_the_workspace_uses_and_drops_the_rest(team):
+    a, _ = team
+    before = cache_files(a)
+    edit_params(a, "train", seed=7)
+    dvc(a, "repro")
+    added = cache_files(a) - before  # the seed-7 model and summary, among others
+    assert added
+    git(a, "checkout", "params.yaml", "dvc.lock", "metrics", "plots")
+    dvc(a, "checkout")
+    dvc(a, "gc", "--workspace", "--force")
+    assert not cache_files(a) & added
+    (a / "models/model.keras").unlink()
+    dvc(a, "checkout")  # what the workspace uses is still in the cache
+    assert dvc(a, "status").stdout.strip() == UP_TO_DATE
