@@ -93,6 +93,7 @@ class TrainParams(Section):
     deterministic: bool
     early_stopping_patience: int = Field(ge=0)
     ensemble_size: int = Field(ge=1, le=100)
+    distribute: Literal["none", "mirrored", "multi_worker"]
 
     @model_validator(mode="after")
     def _warmup_shorter_than_training(self) -> TrainParams:

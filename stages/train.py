@@ -3,6 +3,9 @@
 Writes `models/model.keras`, its layer-by-layer summary `models/summary.txt`, `metrics/train.json`
 and the per-epoch history `plots/history.csv`.
 The test split is not read here: it belongs to the evaluate stage.
+
+With `train.distribute: mirrored`, training runs under `tf.distribute.MirroredStrategy`, one
+replica per local GPU (or the CPU), with `train.batch_size` as the global batch.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 import math
 import time
 
-from stages.common import atomic_outputs, run, write_csv, write_json
+from stages.common import StageError, atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_ensemble, build_model
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import keras, seed_everything
+from stages.tf_setup import keras, seed_everything, tf
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 HISTORY_COLUMNS = ("member", "epoch", *EPOCH_METRICS)
@@ -26,6 +29,22 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "rmsprop": keras.optimizers.RMSprop,
 }
+
+
+def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
+    """The strategy `train.distribute` names. `mirrored` takes every local GPU, or else every
+    CPU device TensorFlow lists (one, unless the CPU was split into logical devices)."""
+    if params.distribute == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if params.distribute == "multi_worker":
+        raise StageError(
+            "train.distribute: multi_worker cannot train with Keras 3, whose fit fails under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388); "
+            "use mirrored for the GPUs of one machine, or spread a sweep over machines "
+            "(README: Past one machine)"
+        )
+    return tf.distribute.get_strategy()  # the default: one device, as without a strategy
 
 
 def learning_rate(
@@ -154,23 +173,28 @@ def train_member(
 
 def main() -> None:
     params = load_params("train")
+    strategy = distribution_strategy(params.train)
+    if params.train.distribute != "none":
+        replicas = strategy.num_replicas_in_sync
+        print(f"train: {params.train.distribute}, {replicas} replica{'s' * (replicas > 1)}")
     size = params.train.ensemble_size
     train, val = load_split("train"), load_split("val")
     started = time.perf_counter()
     members, member_metrics, history_rows = [], [], []
-    for index in range(size):
-        model, history, kept_epoch = train_member(params, index, train, val)
-        members.append(model)
-        member_metrics.append(kept_metrics(history, kept_epoch))
-        history_rows += [[index + 1, *(row[key] for key in HISTORY_COLUMNS[1:])] for row in history]
-    if size == 1:
-        model, metrics = members[0], member_metrics[0]
-        summary = f"kept epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
-    else:
-        model = build_ensemble(members)
-        metrics = validation_metrics(model, val, params.train.batch_size)
-        metrics["members"] = {str(index + 1): kept for index, kept in enumerate(member_metrics)}
-        summary = f"ensemble of {size}"
+    with strategy.scope():  # variables made here are mirrored on every replica
+        for index in range(size):
+            model, history, kept_epoch = train_member(params, index, train, val)
+            members.append(model)
+            member_metrics.append(kept_metrics(history, kept_epoch))
+            history_rows += [[index + 1, *(row[k] for k in HISTORY_COLUMNS[1:])] for row in history]
+        if size == 1:
+            model, metrics = members[0], member_metrics[0]
+            summary = f"kept epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
+        else:
+            model = build_ensemble(members)
+            metrics = validation_metrics(model, val, params.train.batch_size)
+            metrics["members"] = {str(i + 1): kept for i, kept in enumerate(member_metrics)}
+            summary = f"ensemble of {size}"
     seconds = time.perf_counter() - started
     metrics["training_seconds"] = round(seconds, 1)
     summary_lines: list[str] = []

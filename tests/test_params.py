@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import shlex
 import shutil
@@ -63,8 +64,17 @@ def test_every_params_key_is_documented():
     assert [key for key in keys if f"`{key}`" not in reference] == []
 
 
+def sweep(override: str) -> list[str]:
+    """`key=a,b` queues one experiment per value, as `dvc exp run --queue -S` does."""
+    key, value = override.split("=", 1)
+    if "," in value and not value.startswith("["):
+        return [f"{key}={one}" for one in value.split(",")]
+    return [override]
+
+
 def readme_experiments() -> list[list[str]]:
-    """The `-S key=value` overrides of each `dvc exp run` command in README.md's code blocks."""
+    """The `-S key=value` overrides of each experiment that a `dvc exp run` command in
+    README.md's code blocks runs (a sweep runs several)."""
     text = (PROJECT / "README.md").read_text().replace("\\\n", " ")
     commands = re.findall(r"^dvc exp run .*$", text, re.MULTILINE)
     experiments = []
@@ -73,7 +83,7 @@ def readme_experiments() -> list[list[str]]:
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
         # Lines with a placeholder for the user's own file are about data, not recipes.
         if overrides and not any("/path/to" in o or "<" in o for o in overrides):
-            experiments.append(overrides)
+            experiments += [list(one) for one in itertools.product(*map(sweep, overrides))]
     return experiments
 
 

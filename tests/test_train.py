@@ -29,6 +29,7 @@ BASE = {
     "deterministic": True,
     "early_stopping_patience": 0,
     "ensemble_size": 1,
+    "distribute": "none",
 }
 
 
