@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
+
 from stages.common import StageError, atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.model import build_ensemble, build_model
@@ -65,26 +67,36 @@ def learning_rate(
     )
 
 
+def augmentation_seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for the rotation, zoom and shift layers, fixed by `seed` (NumPy's
+    `SeedSequence`), whichever of the layers are on."""
+    rotation, zoom, shift = np.random.SeedSequence(seed).generate_state(3)
+    return int(rotation), int(zoom), int(shift)
+
+
 def with_augmentation(model: keras.Model, params: TrainParams) -> keras.Model:
     """`model` behind random rotations, zooms and shifts, which Keras applies only while training.
 
     The empty border is filled with black (`fill_mode="constant"`), like MNIST's own margins.
+    Each layer has its own seed, derived from `train.seed`: layers given one seed draw the same
+    numbers, which would make every image's zoom and shift a function of its rotation.
     """
+    rotation_seed, zoom_seed, shift_seed = augmentation_seeds(params.seed)
     augmentation = []
     if params.augment_rotation:
         augmentation.append(
             keras.layers.RandomRotation(
-                params.augment_rotation / 360, fill_mode="constant", seed=params.seed
+                params.augment_rotation / 360, fill_mode="constant", seed=rotation_seed
             )
         )
     if params.augment_zoom:
         # One factor for both axes, so digits keep their proportions; negative zooms in.
         zoom = (-params.augment_zoom, params.augment_zoom)
-        augmentation.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=params.seed))
+        augmentation.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=zoom_seed))
     if params.augment_shift:
         shift = params.augment_shift
         augmentation.append(
-            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=params.seed)
+            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=shift_seed)
         )
     if not augmentation:
         return model

@@ -84,6 +84,22 @@ def test_augmentation_wraps_the_model_only_when_asked():
     assert wrapped.layers[1].width_factor is None
 
 
+def test_each_augmentation_layer_draws_its_own_random_numbers():
+    """Layers sharing one seed draw the same numbers: the zoom and shift of every image would
+    follow from its rotation."""
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()])
+    every_layer = {"augment_shift": 0.1, "augment_rotation": 10, "augment_zoom": 0.1}
+    wrapped = with_augmentation(model, train_params(seed=7, **every_layer))
+    seeds = [layer.seed for layer in wrapped.layers[:3]]
+    assert len(set(seeds)) == 3
+    again = with_augmentation(model, train_params(seed=7, **every_layer))
+    assert [layer.seed for layer in again.layers[:3]] == seeds  # fixed by train.seed
+    shift_only = with_augmentation(model, train_params(seed=7, augment_shift=0.1))
+    assert shift_only.layers[0].seed == seeds[2]  # whichever other layers are on
+    other = with_augmentation(model, train_params(seed=8, **every_layer))
+    assert not {layer.seed for layer in other.layers[:3]} & set(seeds)
+
+
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory):
     """A project with tiny processed data and a training run with every feature on."""
