@@ -6,8 +6,10 @@ Works on a temporary copy of the project with `data.url` pointed at the given fi
 each stage's wall time and peak memory (run as `python -m stages.<name>`, start-up included);
 a no-op `dvc repro`; a `dvc repro` after editing `plots.dpi` (and which stages it ran); the train
 stage's time per step against a plain Keras script training the same model on the same arrays
-(`benchmarks/plain_keras.py`); the test accuracy, also for each extra seed; and whether a
-`dvc repro -f` with the default params again gives the same `metrics/evaluate.json`.
+(`benchmarks/plain_keras.py`), both for the same two epochs, alternated three times; the test
+accuracy, also for each extra seed; and whether a `dvc repro -f` with the default params again
+gives the same `metrics/evaluate.json`. It names the machine: the CPU, whether it has bfloat16
+matrix units, the precision trained in, and the CPU time that other processes took meanwhile.
 
 Writes `benchmarks/results.json` and `benchmarks/results.md`. With `--update-results`, also
 copies the default-seed run's `metrics/` and git-kept `plots/` files into the project.
@@ -36,6 +38,10 @@ import yaml
 from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
 
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
+# CPU flags of bfloat16 support in hardware: without them oneDNN emulates bf16, slower than
+# float32.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+THROUGHPUT_ROUNDS, THROUGHPUT_EPOCHS = 3, 2
 STEP_TIME = re.compile(r"^\d+/\d+ - \d+s - (\d+)ms/step", re.MULTILINE)
 
 
@@ -107,18 +113,23 @@ def make_workspace(data: Path) -> Path:
     return workspace
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field (Linux only: None elsewhere)."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    if not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def machine() -> dict:
+    flags = (cpuinfo_field("flags") or "").split()
     return {
-        "cpu": cpu,
+        "cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(),
+        "bf16_units": [flag for flag in BF16_FLAGS if flag in flags],
+        "precision": "float32",
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "system": platform.platform(),
@@ -136,6 +147,28 @@ def copy_results(workspace: Path) -> None:
             shutil.copy2(path, PROJECT / path.relative_to(workspace))
 
 
+def throughput(workspace: Path, default_epochs: int) -> dict:
+    """Time per training step of the train stage and of the plain Keras script, each run for the
+    same epochs on the same arrays, alternated (A B A B ...), the median of each."""
+    python = sys.executable
+    edit_params(workspace, "train", epochs=THROUGHPUT_EPOCHS)
+    pipeline, plain = [], []
+    for round_ in range(THROUGHPUT_ROUNDS):
+        print(f"benchmark: throughput round {round_ + 1} of {THROUGHPUT_ROUNDS}", file=sys.stderr)
+        # From the workspace copy, which reads the same params.yaml and processed arrays.
+        _, _, output = run_measured([python, "-m", "stages.train"], workspace)
+        pipeline.append(ms_per_step(output))
+        plain_keras = [python, "-m", "benchmarks.plain_keras", str(THROUGHPUT_EPOCHS)]
+        plain.append(ms_per_step(run_measured(plain_keras, workspace)[2]))
+    edit_params(workspace, "train", epochs=default_epochs)
+    pipeline_ms, plain_ms = statistics.median(pipeline), statistics.median(plain)
+    return {
+        "pipeline_ms_per_step": pipeline,
+        "plain_keras_ms_per_step": plain,
+        "ratio": round(plain_ms / pipeline_ms, 3),
+    }
+
+
 def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     started, cpu_before = time.perf_counter(), cpu_seconds()
     workspace = make_workspace(data)
@@ -143,12 +176,9 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     results: dict = {"date": datetime.date.today().isoformat(), "machine": machine(), "stages": {}}
 
-    outputs = {}
     for stage in STAGES:
         print(f"benchmark: running {stage}", file=sys.stderr)
-        seconds, peak_mb, outputs[stage] = run_measured(
-            [python, "-m", f"stages.{stage}"], workspace
-        )
+        seconds, peak_mb, _ = run_measured([python, "-m", f"stages.{stage}"], workspace)
         results["stages"][stage] = {"seconds": round(seconds, 1), "peak_memory_mb": round(peak_mb)}
     results["repro_seconds_without_download"] = round(
         sum(results["stages"][stage]["seconds"] for stage in STAGES[1:]), 1
@@ -173,15 +203,7 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
         "stages_run": sorted(stages_run(output)),
     }
 
-    print("benchmark: running the plain Keras script", file=sys.stderr)
-    # From the workspace copy, which reads the same params.yaml and processed arrays.
-    _, _, plain_output = run_measured([python, "-m", "benchmarks.plain_keras", "3"], workspace)
-    pipeline_ms, plain_ms = ms_per_step(outputs["train"]), ms_per_step(plain_output)
-    results["throughput"] = {
-        "pipeline_ms_per_step": pipeline_ms,
-        "plain_keras_ms_per_step": plain_ms,
-        "ratio": round(plain_ms / pipeline_ms, 3),
-    }
+    results["throughput"] = throughput(workspace, params["train"]["epochs"])
 
     for seed in seeds:
         print(f"benchmark: training with seed {seed}", file=sys.stderr)
@@ -204,12 +226,17 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
     return results
 
 
+def milliseconds(times: list[float]) -> str:
+    return f"{', '.join(f'{ms:g}' for ms in times)} ms"
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
+    bf16 = ", ".join(m["bf16_units"]) or "none"
     lines = [
-        f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
-        f"{m['system']}; Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
-        f"DVC {m['dvc']}.",
+        f"Measured {results['date']} on {m['cpu']} (bfloat16 units: {bf16}), {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['system']}; {m['precision']}; Python {m['python']}, TensorFlow "
+        f"{m['tensorflow']}, Keras {m['keras']}, DVC {m['dvc']}.",
         "",
         "| stage | seconds | peak memory |",
         "|---|---|---|",
@@ -235,9 +262,11 @@ def markdown(results: dict) -> str:
         f"| no-op `dvc repro` (median of 5) | {results['noop_repro_seconds']} s |",
         f"| `dvc repro` after editing `plots.dpi` | {plots['seconds']} s, ran: "
         f"{', '.join(plots['stages_run'])} |",
-        f"| train step, pipeline vs plain Keras script | "
-        f"{throughput['pipeline_ms_per_step']} ms vs {throughput['plain_keras_ms_per_step']} ms "
-        f"(ratio {throughput['ratio']}) |",
+        f"| train step, pipeline vs plain Keras script, {THROUGHPUT_EPOCHS} epochs each, "
+        f"alternated {THROUGHPUT_ROUNDS} times | "
+        f"{milliseconds(throughput['pipeline_ms_per_step'])} vs "
+        f"{milliseconds(throughput['plain_keras_ms_per_step'])} (ratio of the medians "
+        f"{throughput['ratio']}) |",
         f"| test accuracy | {accuracies}; mean {results['test_accuracy_mean']:.4f} |",
         f"| epochs run, kept | {epochs} |",
         f"| `dvc repro -f` with the same params: same `metrics/evaluate.json` | "
