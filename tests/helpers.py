@@ -140,6 +140,24 @@ def tiny_params(url: str, sha256: str) -> dict:
     return params
 
 
+def local_project(repo: Path, n_train: int, n_test: int) -> Path:
+    """The pipeline in `repo`, run with `tiny_params` from a small synthetic MNIST at
+    data/raw/mnist.npz (a local path, so download only checks it); return that path."""
+    copy_project(repo)
+    raw = repo / "data/raw/mnist.npz"
+    write_params(repo, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(n_train, n_test))))
+    return raw
+
+
+def declared_outputs(
+    stage: str, kinds: tuple[str, ...] = ("outs", "metrics", "plots")
+) -> list[Path]:
+    """The paths `dvc.yaml` lists as the stage's outputs of these kinds."""
+    spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"][stage]
+    entries = [entry for kind in kinds for entry in spec.get(kind, [])]
+    return [Path(entry if isinstance(entry, str) else next(iter(entry))) for entry in entries]
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

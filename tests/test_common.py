@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import files_in, make_mnist_arrays, run_stage, tiny_params, write_npz
+from helpers import files_in, local_project, run_stage
 
-from devtools.workspace import copy_project, write_params
 from stages.common import StageError, atomic_outputs, atomic_path, run, write_json
 
 
@@ -189,9 +188,7 @@ def test_run_can_give_expected_failures_another_status(capsys):
 
 
 def test_unwritable_output_is_one_line_and_nothing_partial(tmp_path):
-    copy_project(tmp_path)
-    raw = tmp_path / "data/raw/mnist.npz"
-    write_params(tmp_path, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(300, 20))))
+    raw = local_project(tmp_path, 300, 20)
     (tmp_path / "data/processed").write_text("a file where the output folder should be")
     result = run_stage(tmp_path, "preprocess", check=False)
     assert result.returncode == 1

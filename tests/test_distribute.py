@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import make_mnist_arrays, read_json, run_command, run_stage, tiny_params, write_npz
+from helpers import local_project, read_json, run_command, run_stage
 
-from devtools.workspace import BIN, copy_project, edit_params, write_params
+from devtools.workspace import BIN, edit_params
 
 # The train stage on a machine whose CPU TensorFlow splits into two logical devices, which is
 # how MirroredStrategy gets two replicas without two GPUs.
@@ -26,9 +26,7 @@ def project(tmp_path_factory: pytest.TempPathFactory):
     """Tiny processed data, and a run with augmentation, a warm-up and cosine schedule and an
     ensemble of two: what a strategy must keep working."""
     repo = tmp_path_factory.mktemp("distribute") / "repo"
-    copy_project(repo)
-    raw = repo / "data/raw/mnist.npz"
-    write_params(repo, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(600, 200))))
+    local_project(repo, 600, 200)
     edit_params(
         repo,
         "train",

@@ -4,6 +4,7 @@ old validation split."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import importlib
 from pathlib import Path
@@ -11,27 +12,18 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import pytest
-import yaml
-from helpers import files_in
+from helpers import declared_outputs, files_in
 
-from devtools.workspace import PROJECT
 from stages.common import run
 
 # Each stage, and the write that fails: the `call`-th call of `owner.name`, which comes after
 # at least one of the stage's outputs has been written in full.
 FAULTS = {
     "preprocess": (np, "save", 3),  # the validation images, after the train split's two files
-    "train": ("csv", "writer", 1),  # plots/history.csv, after the model and its summary
+    "train": (csv, "writer", 1),  # plots/history.csv, after the model and its summary
     "evaluate": (np, "savez", 1),  # the mistakes gallery, after test_predictions.csv
     "plots": (matplotlib.figure.Figure, "savefig", 2),  # the second PNG, after the first
 }
-
-
-def declared_outputs(stage: str) -> list[Path]:
-    """Every path `dvc.yaml` lists as the stage's output: outs, metrics and plots."""
-    spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"][stage]
-    entries = [*spec.get("outs", []), *spec.get("metrics", []), *spec.get("plots", [])]
-    return [Path(entry if isinstance(entry, str) else next(iter(entry))) for entry in entries]
 
 
 def mark_as_old(outputs: list[Path]) -> dict[Path, bytes]:
@@ -46,8 +38,6 @@ def mark_as_old(outputs: list[Path]) -> dict[Path, bytes]:
 
 def fail_on_call(monkeypatch, owner: object, name: str, call: int) -> list[int]:
     """Make the `call`-th call of `owner.name` fail as a full disk would; return its call count."""
-    if isinstance(owner, str):
-        owner = importlib.import_module(owner)
     real = getattr(owner, name)
     calls = [0]
 

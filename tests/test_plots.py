@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import yaml
-from helpers import run_stage
+from helpers import declared_outputs, run_stage
 
-from devtools.workspace import PROJECT, copy_project, edit_params
+from devtools.workspace import copy_project, edit_params
 from stages.dataset import normalize, save_split
 from stages.params import PlotsParams
 from stages.plots import confusion_matrix, plot_confusion, plot_curves
@@ -82,13 +79,10 @@ def test_stage_writes_every_declared_png_at_the_requested_size(tmp_path):
     write_inputs(tmp_path)
     edit_params(tmp_path, "plots", dpi=50, width=4, height=3)
     result = run_stage(tmp_path, "plots")
-    declared = [
-        next(iter(entry))
-        for entry in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["plots"]["plots"]
-    ]
+    declared = declared_outputs("plots", kinds=("plots",))
     assert len(declared) == 7
     assert result.stdout.startswith("plots: 7 PNGs in plots/ at 50 dpi")
-    sizes = {Path(path).stem: png_size(tmp_path / path) for path in declared}
+    sizes = {path.stem: png_size(tmp_path / path) for path in declared}
     for curve in ("accuracy", "loss", "validation_error", "label_distribution"):
         assert sizes.pop(curve) == (200, 150)
     assert sizes.pop("confusion_matrix") == (200, 200)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import make_mnist_arrays, read_json, run_stage, tiny_params, write_npz
+from helpers import local_project, read_json, run_stage
 
-from devtools.workspace import copy_project, edit_params, write_params
+from devtools.workspace import edit_params
 from stages.params import TrainParams
 from stages.tf_setup import keras, load_model
 from stages.train import learning_rate, with_augmentation
@@ -104,9 +104,7 @@ def test_each_augmentation_layer_draws_its_own_random_numbers():
 def tiny_project(tmp_path_factory: pytest.TempPathFactory):
     """A project with tiny processed data and a training run with every feature on."""
     repo = tmp_path_factory.mktemp("train") / "repo"
-    copy_project(repo)
-    raw = repo / "data/raw/mnist.npz"
-    write_params(repo, tiny_params(str(raw), write_npz(raw, **make_mnist_arrays(400, 100))))
+    local_project(repo, 400, 100)
     edit_params(
         repo,
         "model",
