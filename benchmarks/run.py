@@ -36,11 +36,9 @@ from pathlib import Path
 import yaml
 
 from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
+from stages.hardware import cpu_bf16_units, cpu_model
 
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
-# CPU flags of bfloat16 support in hardware: without them oneDNN emulates bf16, slower than
-# float32.
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 THROUGHPUT_ROUNDS, THROUGHPUT_EPOCHS = 3, 2
 STEP_TIME = re.compile(r"^\d+/\d+ - \d+s - (\d+)ms/step", re.MULTILINE)
 
@@ -113,23 +111,10 @@ def make_workspace(data: Path) -> Path:
     return workspace
 
 
-def cpuinfo_field(name: str) -> str | None:
-    """The first value of a /proc/cpuinfo field (Linux only: None elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    for line in cpuinfo.read_text().splitlines():
-        if line.split(":", 1)[0].strip() == name:
-            return line.split(":", 1)[1].strip()
-    return None
-
-
 def machine() -> dict:
-    flags = (cpuinfo_field("flags") or "").split()
     return {
-        "cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(),
-        "bf16_units": [flag for flag in BF16_FLAGS if flag in flags],
-        "precision": "float32",
+        "cpu": cpu_model(),
+        "bf16_units": cpu_bf16_units(),
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "system": platform.platform(),
@@ -184,6 +169,9 @@ def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
         sum(results["stages"][stage]["seconds"] for stage in STAGES[1:]), 1
     )
     results["train_metrics"] = json.loads((workspace / "metrics/train.json").read_text())
+    # What the train stage ran on and in (train.precision: auto picks by the hardware).
+    results["machine"]["device"] = results["train_metrics"]["device"]
+    results["machine"]["precision"] = results["train_metrics"]["precision"]
     first_evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
     results["test_accuracy"] = {str(params["train"]["seed"]): first_evaluate["test_accuracy"]}
     if update_results:
@@ -235,7 +223,8 @@ def markdown(results: dict) -> str:
     bf16 = ", ".join(m["bf16_units"]) or "none"
     lines = [
         f"Measured {results['date']} on {m['cpu']} (bfloat16 units: {bf16}), {m['cores']} cores, "
-        f"{m['memory_gb']} GB, {m['system']}; {m['precision']}; Python {m['python']}, TensorFlow "
+        f"{m['memory_gb']} GB, {m['system']}; trained on {m['device']} in {m['precision']}; "
+        f"Python {m['python']}, TensorFlow "
         f"{m['tensorflow']}, Keras {m['keras']}, DVC {m['dvc']}.",
         "",
         "| stage | seconds | peak memory |",

@@ -94,6 +94,7 @@ class TrainParams(Section):
     early_stopping_patience: int = Field(ge=0)
     ensemble_size: int = Field(ge=1, le=100)
     distribute: Literal["none", "mirrored", "multi_worker"]
+    precision: Literal["auto", "float32", "mixed_bfloat16"]
 
     @model_validator(mode="after")
     def _warmup_shorter_than_training(self) -> TrainParams:

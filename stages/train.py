@@ -6,6 +6,10 @@ The test split is not read here: it belongs to the evaluate stage.
 
 With `train.distribute: mirrored`, training runs under `tf.distribute.MirroredStrategy`, one
 replica per local GPU (or the CPU), with `train.batch_size` as the global batch.
+
+`train.precision` picks float32 or Keras' `mixed_bfloat16` policy (bfloat16 computation, float32
+weights); `auto` takes bfloat16 only where the hardware that trains computes it natively.
+`metrics/train.json` records the precision and the device that ran, so runs can be told apart.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from stages.common import StageError, atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
+from stages.hardware import cpu_bf16_units, cpu_model
 from stages.model import build_ensemble, build_model
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
@@ -31,6 +36,8 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "rmsprop": keras.optimizers.RMSprop,
 }
+# NVIDIA GPUs from Ampere (compute capability 8.0) on have bfloat16 tensor cores.
+BF16_GPU_CAPABILITY = (8, 0)
 
 
 def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
@@ -47,6 +54,37 @@ def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
             "(README: Past one machine)"
         )
     return tf.distribute.get_strategy()  # the default: one device, as without a strategy
+
+
+def training_gpus(strategy: tf.distribute.Strategy) -> list[dict]:
+    """TensorFlow's details (`device_name`, `compute_capability`) of the GPUs `strategy` trains
+    on: the first GPU for the default strategy, every one for `mirrored`; none on a CPU."""
+    gpus = tf.config.list_physical_devices("GPU")[: strategy.num_replicas_in_sync]
+    return [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+
+
+def bf16_native(cpu_bf16_units: list[str], gpus: list[dict]) -> bool:
+    """Whether the hardware that trains computes bfloat16 natively: every training GPU of
+    compute capability 8.0 or later or, without a GPU, a CPU with AMX or AVX-512 BF16 units.
+    Elsewhere bfloat16 is emulated, slower than float32."""
+    if gpus:
+        return all(gpu.get("compute_capability", (0, 0)) >= BF16_GPU_CAPABILITY for gpu in gpus)
+    return bool(cpu_bf16_units)
+
+
+def choose_precision(requested: str, native_bf16: bool) -> str:
+    """`train.precision`, with `auto` resolved: `mixed_bfloat16` where bfloat16 is native."""
+    if requested != "auto":
+        return requested
+    return "mixed_bfloat16" if native_bf16 else "float32"
+
+
+def device_name(gpus: list[dict]) -> str:
+    """The device that trains, as `metrics/train.json` records it: `gpu: <names>` or
+    `cpu: <model>`."""
+    if gpus:
+        return "gpu: " + ", ".join(gpu.get("device_name", "unnamed GPU") for gpu in gpus)
+    return f"cpu: {cpu_model()}"
 
 
 def learning_rate(
@@ -186,9 +224,19 @@ def train_member(
 def main() -> None:
     params = load_params("train")
     strategy = distribution_strategy(params.train)
+    gpus = training_gpus(strategy)
+    native_bf16 = bf16_native(cpu_bf16_units(), gpus)
+    precision = choose_precision(params.train.precision, native_bf16)
+    # Set before any model is built: every layer made afterwards takes this policy.
+    keras.mixed_precision.set_global_policy(precision)
+    device = device_name(gpus)
+    setting = f"{precision} on {device}"
     if params.train.distribute != "none":
         replicas = strategy.num_replicas_in_sync
-        print(f"train: {params.train.distribute}, {replicas} replica{'s' * (replicas > 1)}")
+        setting = f"{params.train.distribute}, {replicas} replica{'s' * (replicas > 1)}, {setting}"
+    if precision == "mixed_bfloat16" and not native_bf16:
+        setting += " (bfloat16 emulated: slower than float32)"
+    print(f"train: {setting}")
     size = params.train.ensemble_size
     train, val = load_split("train"), load_split("val")
     started = time.perf_counter()
@@ -209,6 +257,7 @@ def main() -> None:
             summary = f"ensemble of {size}"
     seconds = time.perf_counter() - started
     metrics["training_seconds"] = round(seconds, 1)
+    metrics["precision"], metrics["device"] = precision, device
     summary_lines: list[str] = []
     model.summary(expand_nested=True, print_fn=summary_lines.append)
     outputs = (MODEL, MODEL_SUMMARY, HISTORY, TRAIN_METRICS)

@@ -49,8 +49,12 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built):
         "best_epoch",
         "epochs_run",
         "training_seconds",
+        "precision",
+        "device",
     }
     assert train["epochs_run"] == 1
+    assert train["precision"] in {"float32", "mixed_bfloat16"}
+    assert train["device"].startswith(("cpu: ", "gpu: "))
     evaluate = read_json(repo / "metrics/evaluate.json")
     # The tiny data is learnable: one epoch gets far above the 10 % of chance.
     assert isinstance(evaluate["test_accuracy"], float) and evaluate["test_accuracy"] > 0.6
@@ -196,6 +200,11 @@ def test_corrupt_npz_fails_preprocess_and_writes_nothing(repo, mnist_dir, server
     [
         ("train", {"epochs": -1}, "train.epochs: Input should be greater than or equal to 1"),
         ("train", {"optimizer": "foo"}, "train.optimizer: Input should be 'adam', 'adadelta'"),
+        (
+            "train",
+            {"precision": "float16"},
+            "train.precision: Input should be 'auto', 'float32' or 'mixed_bfloat16'",
+        ),
     ],
 )
 def test_invalid_train_param_stops_before_training(repo, section, values, message):

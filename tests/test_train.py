@@ -30,6 +30,7 @@ BASE = {
     "early_stopping_patience": 0,
     "ensemble_size": 1,
     "distribute": "none",
+    "precision": "float32",
 }
 
 
@@ -183,7 +184,14 @@ def test_an_ensemble_averages_the_models_each_seed_trains_alone(tiny_project):
     assert np.allclose(ensemble.predict(images, verbose=0), mean, atol=1e-6)
 
     metrics = read_json(tiny_project / "metrics/train.json")
-    assert set(metrics) == {"val_accuracy", "val_loss", "members", "training_seconds"}
+    assert set(metrics) == {
+        "val_accuracy",
+        "val_loss",
+        "members",
+        "training_seconds",
+        "precision",
+        "device",
+    }
     assert set(metrics["members"]) == {"1", "2"}
     labels = np.load(tiny_project / "data/processed/val/y.npy")
     assert metrics["val_accuracy"] == pytest.approx(float((mean.argmax(axis=1) == labels).mean()))

@@ -1,0 +1,145 @@
+"""train.precision: float32 or mixed bfloat16, `auto` by the hardware, and what the run records."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+from pathlib import Path
+
+import pytest
+from helpers import dvc, local_project, read_json, run_stage
+
+from devtools.workspace import edit_params
+from stages.hardware import cpu_bf16_units, cpu_model, cpuinfo_field
+from stages.tf_setup import load_model, tf
+from stages.train import bf16_native, choose_precision, device_name
+
+XEON_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+EPYC_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx2 fma sha_ni
+"""
+
+
+def cpuinfo(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    return path
+
+
+def test_the_cpu_and_its_bfloat16_units_are_read_from_cpuinfo(tmp_path):
+    xeon = cpuinfo(tmp_path, XEON_CPUINFO)
+    assert cpu_model(xeon) == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert cpu_bf16_units(xeon) == ["amx_bf16", "avx512_bf16"]
+    epyc = cpuinfo(tmp_path, EPYC_CPUINFO)
+    assert cpu_model(epyc) == "AMD EPYC 7B13"
+    assert cpu_bf16_units(epyc) == []
+    missing = tmp_path / "no-such-file"
+    assert cpuinfo_field("flags", missing) is None
+    assert cpu_bf16_units(missing) == []
+    assert cpu_model(missing) == (platform.processor() or platform.machine())
+
+
+@pytest.mark.parametrize(
+    ("cpu_units", "gpus", "native"),
+    [
+        (["amx_bf16", "avx512_bf16"], [], True),
+        (["avx512_bf16"], [], True),
+        ([], [], False),
+        # A GPU trains when there is one: the CPU's units do not matter then.
+        ([], [{"compute_capability": (8, 0)}], True),
+        (["amx_bf16"], [{"compute_capability": (7, 5)}], False),
+        ([], [{"compute_capability": (9, 0)}, {"compute_capability": (7, 0)}], False),
+        ([], [{"device_name": "no capability reported"}], False),
+    ],
+)
+def test_bfloat16_is_native_only_on_the_hardware_that_computes_it(cpu_units, gpus, native):
+    assert bf16_native(cpu_units, gpus) is native
+
+
+@pytest.mark.parametrize(
+    ("requested", "native", "chosen"),
+    [
+        ("auto", True, "mixed_bfloat16"),
+        ("auto", False, "float32"),
+        ("float32", True, "float32"),
+        ("mixed_bfloat16", False, "mixed_bfloat16"),
+    ],
+)
+def test_auto_picks_bfloat16_where_native_and_an_explicit_choice_stands(requested, native, chosen):
+    assert choose_precision(requested, native) == chosen
+
+
+def test_the_device_names_the_gpus_or_else_the_cpu():
+    gpu = {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}
+    assert device_name([gpu, gpu]) == "gpu: NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3"
+    assert device_name([]) == f"cpu: {cpu_model()}"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny data, processed, trained with augmentation on (its layers must take either policy)."""
+    repo = tmp_path_factory.mktemp("precision") / "repo"
+    local_project(repo, 300, 100)
+    edit_params(repo, "train", epochs=5, augment_rotation=10, augment_zoom=0.1, augment_shift=0.1)
+    run_stage(repo, "download")
+    run_stage(repo, "preprocess")
+    return repo
+
+
+def train(project: Path, precision: str) -> tuple[dict, str]:
+    edit_params(project, "train", precision=precision)
+    output = run_stage(project, "train").stdout
+    return read_json(project / "metrics/train.json"), output
+
+
+def layer_policies(model_file: Path) -> dict[str, str]:
+    return {layer.name: layer.dtype_policy.name for layer in load_model(model_file).layers}
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_reproducibly_with_float32_probabilities(project):
+    metrics, output = train(project, "mixed_bfloat16")
+    device = f"cpu: {cpu_model()}"
+    emulated = "" if cpu_bf16_units() else " (bfloat16 emulated: slower than float32)"
+    assert f"train: mixed_bfloat16 on {device}{emulated}\n" in output
+    assert metrics["precision"] == "mixed_bfloat16" and metrics["device"] == device
+    policies = layer_policies(project / "models/model.keras")
+    *hidden, output_layer = policies.values()
+    assert set(hidden) == {"mixed_bfloat16"} and output_layer == "float32"
+
+    again, _ = train(project, "mixed_bfloat16")
+    metrics.pop("training_seconds"), again.pop("training_seconds")
+    assert again == metrics
+
+    run_stage(project, "evaluate")
+    assert read_json(project / "metrics/evaluate.json")["test_accuracy"] > 0.5
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="trains on the CPU")
+def test_auto_trains_in_float32_unless_the_cpu_has_bfloat16_units(project):
+    metrics, output = train(project, "auto")
+    expected = "mixed_bfloat16" if cpu_bf16_units() else "float32"
+    assert f"train: {expected} on cpu: {cpu_model()}\n" in output
+    assert metrics["precision"] == expected
+    policies = set(layer_policies(project / "models/model.keras").values())
+    assert policies == ({"mixed_bfloat16", "float32"} if cpu_bf16_units() else {"float32"})
+
+
+def test_dvc_exp_show_tells_the_precisions_apart(repo):
+    for precision in ("float32", "mixed_bfloat16"):
+        dvc(repo, "exp", "run", "-n", precision, "-S", f"train.precision={precision}")
+    shown = dvc(repo, "exp", "show", "--csv").stdout
+    rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
+    for precision in ("float32", "mixed_bfloat16"):
+        assert rows[precision]["train.precision"] == precision
+        assert rows[precision]["precision"] == precision
+        assert rows[precision]["device"] == f"cpu: {cpu_model()}"
