@@ -1,0 +1,31 @@
+"""The hand-run benchmarks that the suite can afford to run small."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from helpers import run_command
+
+from devtools.workspace import PROJECT
+
+
+def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
+    table = tmp_path / "precision.md"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "8", "--rounds", "2", "--steps", "2"]
+    command = [sys.executable, "-m", "benchmarks.precision", *args, "--output", str(table)]
+    result = run_command(command, PROJECT)
+    order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+    assert order == [
+        "round 1 of 2: float32, batch 4, oneDNN default",
+        "round 1 of 2: float32, batch 8, oneDNN default",
+        "round 2 of 2: float32, batch 4, oneDNN default",
+        "round 2 of 2: float32, batch 8, oneDNN default",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[1] for row in rows] == ["4", "8"]
+    for row in rows:
+        times = [float(ms) for ms in row[3].split(", ")]
+        assert len(times) == 2 and all(ms > 0 for ms in times)
+        assert float(row[4]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+    assert table.read_text() in result.stdout
