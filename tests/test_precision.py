@@ -91,7 +91,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("precision") / "repo"
     local_project(repo, 300, 100)
     edit_params(repo, "train", epochs=5, augment_rotation=10, augment_zoom=0.1, augment_shift=0.1)
-    run_stage(repo, "download")
     run_stage(repo, "preprocess")
     return repo
 
