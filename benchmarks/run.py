@@ -125,11 +125,24 @@ def machine() -> dict:
     }
 
 
-def copy_results(workspace: Path) -> None:
-    """The outputs that git keeps (cache: false in dvc.yaml), into the project."""
-    for pattern in ("metrics/*.json", "plots/*.png", "plots/test_predictions.csv"):
-        for path in workspace.glob(pattern):
-            shutil.copy2(path, PROJECT / path.relative_to(workspace))
+def git_kept_outputs(dvc_yaml: Path) -> list[str]:
+    """The outputs that `dvc_yaml` marks `cache: false`: git keeps them, not DVC's cache."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return [
+        path
+        for stage in stages.values()
+        for section in ("outs", "metrics", "plots")
+        for out in stage.get(section, [])
+        if isinstance(out, dict)
+        for path, options in out.items()
+        if options and options.get("cache") is False
+    ]
+
+
+def copy_results(workspace: Path, destination: Path = PROJECT) -> None:
+    """The outputs that git keeps, from `workspace` into the project."""
+    for path in git_kept_outputs(workspace / "dvc.yaml"):
+        shutil.copy2(workspace / path, destination / path)
 
 
 def throughput(workspace: Path, default_epochs: int) -> dict:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
 from helpers import run_command
 
+from benchmarks.run import copy_results
 from devtools.workspace import PROJECT
 
 
@@ -29,3 +31,21 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
         assert len(times) == 2 and all(ms > 0 for ms in times)
         assert float(row[4]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
+
+
+def test_update_results_copies_every_output_git_keeps_and_nothing_else(tmp_path):
+    tracked = subprocess.run(
+        ["git", "ls-files", "metrics", "plots"], cwd=PROJECT, capture_output=True, text=True
+    ).stdout.split()
+    workspace, project = tmp_path / "workspace", tmp_path / "project"
+    (workspace / "models").mkdir(parents=True)
+    (workspace / "dvc.yaml").write_bytes((PROJECT / "dvc.yaml").read_bytes())
+    (workspace / "models/model.keras").write_text("DVC's cache keeps this")
+    for path in tracked:
+        (workspace / path).parent.mkdir(exist_ok=True)
+        (workspace / path).write_text(f"new {path}")
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+    copy_results(workspace, project)
+    copied = sorted(str(path.relative_to(project)) for path in project.rglob("*") if path.is_file())
+    assert copied == sorted(tracked)
+    assert all((project / path).read_text() == f"new {path}" for path in tracked)
