@@ -1,4 +1,5 @@
-"""Build the CNN described by the `model` section of `params.yaml`."""
+"""Build the CNN described by the `model` section of `params.yaml`, and the wrappers the saved
+model may carry: an ensemble's mean, and test-time augmentation."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ from stages.params import ModelParams
 from stages.tf_setup import keras
 
 layers = keras.layers
+
+# The (down, right) pixel shifts of the views `model.tta` averages over; (0, 0) is the image.
+TTA_SHIFTS = {
+    "none": ((0, 0),),
+    "cross": ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)),
+    "grid": tuple((down, right) for down in (-1, 0, 1) for right in (-1, 0, 1)),
+}
 
 
 def build_model(params: ModelParams, name: str = "mnist_cnn") -> keras.Model:
@@ -55,3 +63,23 @@ def _add_activation(model: keras.Sequential, batch_norm: bool, dropout: float, p
         model.add(layers.MaxPooling2D(2))
     if dropout:
         model.add(layers.Dropout(dropout))
+
+
+def with_test_time_augmentation(model: keras.Model, tta: str) -> keras.Model:
+    """`model` behind test-time augmentation: one model whose output is the mean of `model`'s
+    softmax outputs over the views `TTA_SHIFTS[tta]`, the image shifted by at most one pixel
+    (the border filled with black, as the training augmentation fills it). The same fixed views
+    for every image, built from Keras' own layers, so the saved file needs no code of ours.
+    """
+    shifts = TTA_SHIFTS[tta]
+    if len(shifts) == 1:
+        return model
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    padded = layers.ZeroPadding2D(1)(inputs)
+    # Cropping 1 - down rows from the top of the padded image moves the digit `down` rows down.
+    views = [
+        layers.Cropping2D(((1 - down, 1 + down), (1 - right, 1 + right)))(padded)
+        for down, right in shifts
+    ]
+    outputs = layers.Average(dtype="float32")([model(view) for view in views])
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta_{tta}")

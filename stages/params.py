@@ -60,6 +60,7 @@ class ModelParams(Section):
     conv_blocks: list[ConvBlock]
     dense: list[DenseLayer]
     batch_norm: bool
+    tta: Literal["none", "cross", "grid"]
 
     @model_validator(mode="after")
     def _feature_map_not_empty(self) -> ModelParams:

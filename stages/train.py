@@ -10,6 +10,9 @@ replica per local GPU (or the CPU), with `train.batch_size` as the global batch.
 `train.precision` picks float32 or Keras' `mixed_bfloat16` policy (bfloat16 computation, float32
 weights); `auto` takes bfloat16 only where the hardware that trains computes it natively.
 `metrics/train.json` records the precision and the device that ran, so runs can be told apart.
+
+With `model.tta` other than `none`, the saved model averages its predictions over fixed
+one-pixel shifts of each image (test-time augmentation); evaluate and predict score it as saved.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from stages.common import StageError, atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.hardware import cpu_bf16_units, cpu_model
-from stages.model import build_ensemble, build_model
+from stages.model import build_ensemble, build_model, with_test_time_augmentation
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
@@ -255,6 +258,14 @@ def main() -> None:
             metrics = validation_metrics(model, val, params.train.batch_size)
             metrics["members"] = {str(i + 1): kept for i, kept in enumerate(member_metrics)}
             summary = f"ensemble of {size}"
+        if params.model.tta != "none":
+            # The saved model's figures are those with test-time augmentation; the figures of
+            # the model it wraps stay beside them, so that `dvc exp show` shows what it adds.
+            metrics["val_accuracy_without_tta"] = metrics["val_accuracy"]
+            metrics["val_loss_without_tta"] = metrics["val_loss"]
+            model = with_test_time_augmentation(model, params.model.tta)
+            metrics.update(validation_metrics(model, val, params.train.batch_size))
+            summary += f", {params.model.tta} test-time augmentation"
     seconds = time.perf_counter() - started
     metrics["training_seconds"] = round(seconds, 1)
     metrics["precision"], metrics["device"] = precision, device

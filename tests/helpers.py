@@ -122,6 +122,7 @@ def tiny_params(url: str, sha256: str) -> dict:
         "conv_blocks": [{"filters": 4, "kernel_size": 3, "pool": True}],
         "dense": [{"units": 16, "dropout": 0.1}],
         "batch_norm": False,
+        "tta": "none",
     }
     params["train"].update(
         epochs=1,

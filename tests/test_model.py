@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from stages.model import build_ensemble, build_model
+import numpy as np
+import pytest
+
+from stages.model import build_ensemble, build_model, with_test_time_augmentation
 from stages.params import ModelParams
-from stages.tf_setup import keras
+from stages.tf_setup import keras, load_model
 
 
 def build(
     conv_blocks: list[dict], dense: list[dict], batch_norm: bool = False, name: str = "mnist_cnn"
 ) -> keras.Model:
-    params = ModelParams(conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm)
+    params = ModelParams(conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm, tta="none")
     return build_model(params, name)
 
 
@@ -99,3 +102,50 @@ def test_batch_norm_replaces_biases():
     ]
     assert not model.layers[0].use_bias
     assert model.output_shape == (None, 10)
+
+
+def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
+    """`images` moved `down` rows down and `right` columns right, black coming in at the edge."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return padded[:, 1 - down : 29 - down, 1 - right : 29 - right, :]
+
+
+@pytest.mark.parametrize(
+    ("tta", "shifts"),
+    [
+        ("cross", [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]),
+        ("grid", [(down, right) for down in (-1, 0, 1) for right in (-1, 0, 1)]),
+    ],
+)
+def test_test_time_augmentation_averages_one_pixel_shifts(tta, shifts, tmp_path):
+    model = build([{"filters": 4, "kernel_size": 3, "pool": True}], [{"units": 8}])
+    images = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32)
+    expected = np.mean([model.predict(shifted(images, *s), verbose=0) for s in shifts], axis=0)
+    wrapped = with_test_time_augmentation(model, tta)
+    assert np.allclose(wrapped.predict(images, verbose=0), expected, atol=1e-6)
+    assert wrapped.count_params() == model.count_params()
+    # saved as the train stage saves it and loaded as evaluate and predict load it: safe mode
+    wrapped.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    assert np.allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
+
+
+def test_each_view_moves_the_image_by_at_most_one_pixel():
+    """Through a "model" that only flattens, the mean of the views of a one-pixel image spreads
+    that pixel evenly over exactly the places the views move it to."""
+    flatten = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten()])
+    image = np.zeros((1, 28, 28, 1), dtype=np.float32)
+    image[0, 10, 20, 0] = 1
+    for tta, places in [
+        ("cross", {(10, 20), (9, 20), (11, 20), (10, 19), (10, 21)}),
+        ("grid", {(10 + down, 20 + right) for down in (-1, 0, 1) for right in (-1, 0, 1)}),
+    ]:
+        mean = with_test_time_augmentation(flatten, tta).predict(image, verbose=0)
+        mean = mean.reshape(28, 28)
+        assert {tuple(place) for place in np.argwhere(mean)} == places
+        assert np.allclose(mean[mean > 0], 1 / len(places))
+
+
+def test_no_test_time_augmentation_leaves_the_model_as_it_is():
+    model = build([{"filters": 4, "kernel_size": 3}], [])
+    assert with_test_time_augmentation(model, "none") is model

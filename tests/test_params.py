@@ -120,6 +120,7 @@ def test_readme_experiments_set_valid_params_and_change_something(overrides):
         ("data.sha256", "abc", r"data\.sha256: String should match pattern"),
         ("preprocess.validation_size", 0, r"preprocess\.validation_size: .*greater than or equal"),
         ("model.batch_norm", "yes", r"model\.batch_norm: Input should be a valid boolean"),
+        ("model.tta", "flip", r"model\.tta: Input should be 'none', 'cross' or 'grid'"),
         ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
         ("plots.dpi", 5, r"plots\.dpi: Input should be greater than or equal to 10"),
     ],

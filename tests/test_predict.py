@@ -36,6 +36,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ],
             dense=[{"units": 64}],
             batch_norm=False,
+            tta="none",
         )
     )
     model.compile(

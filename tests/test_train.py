@@ -198,3 +198,32 @@ def test_an_ensemble_averages_the_models_each_seed_trains_alone(tiny_project):
     history = pd.read_csv(tiny_project / "plots/history.csv")
     for member, kept in metrics["members"].items():
         assert (history["member"] == int(member)).sum() == kept["epochs_run"]
+
+
+def test_test_time_augmentation_wraps_the_model_that_training_alone_gives(tiny_project):
+    """`model.tta` changes what the saved model predicts, not what is trained: the wrapped
+    model's weights are those of a run without it, and train.json scores both."""
+    run_stage(tiny_project, "train")
+    alone = load_model(tiny_project / "models/model.keras").get_weights()
+    alone_metrics = read_json(tiny_project / "metrics/train.json")
+    edit_params(tiny_project, "model", tta="cross")
+    try:
+        result = run_stage(tiny_project, "train")
+        run_stage(tiny_project, "evaluate")
+    finally:
+        edit_params(tiny_project, "model", tta="none")
+    assert ", cross test-time augmentation, val_accuracy " in result.stdout
+    saved = load_model(tiny_project / "models/model.keras")
+    wrapped = saved.get_layer("mnist_cnn")
+    for expected, actual in zip(alone, wrapped.get_weights(), strict=True):
+        assert (expected == actual).all()
+
+    metrics = read_json(tiny_project / "metrics/train.json")
+    assert metrics["val_accuracy_without_tta"] == alone_metrics["val_accuracy"]
+    assert metrics["val_loss_without_tta"] == alone_metrics["val_loss"]
+    images = np.load(tiny_project / "data/processed/val/x.npy")
+    labels = np.load(tiny_project / "data/processed/val/y.npy")
+    predicted = saved.predict(images, verbose=0).argmax(axis=1)
+    assert metrics["val_accuracy"] == pytest.approx(float((predicted == labels).mean()))
+    evaluated = read_json(tiny_project / "metrics/evaluate.json")
+    assert 0 <= evaluated["test_accuracy"] <= 1
