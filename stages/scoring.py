@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Keras clips probabilities the same way in its cross-entropy, so the loss here matches fit's.
+# Keras clips probabilities the same way in its cross-entropy of probabilities. Fit's own loss
+# differs only where a true class's probability is below EPSILON: fit computes it from the
+# softmax's logits, unclipped, so such a confident mistake counts more there.
 EPSILON = 1e-7
 
 

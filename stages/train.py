@@ -261,8 +261,10 @@ def main() -> None:
         if params.model.tta != "none":
             # The saved model's figures are those with test-time augmentation; the figures of
             # the model it wraps stay beside them, so that `dvc exp show` shows what it adds.
-            metrics["val_accuracy_without_tta"] = metrics["val_accuracy"]
-            metrics["val_loss_without_tta"] = metrics["val_loss"]
+            # Both scored alike, from the probabilities (fit's loss comes from the logits).
+            without = validation_metrics(model, val, params.train.batch_size)
+            metrics["val_accuracy_without_tta"] = without["val_accuracy"]
+            metrics["val_loss_without_tta"] = without["val_loss"]
             model = with_test_time_augmentation(model, params.model.tta)
             metrics.update(validation_metrics(model, val, params.train.batch_size))
             summary += f", {params.model.tta} test-time augmentation"
