@@ -16,9 +16,9 @@ from devtools.workspace import BIN, copy_project
 from stages.common import StageError
 from stages.dataset import normalize
 from stages.digit_image import DIGIT_BOX, to_mnist
-from stages.model import build_model
+from stages.model import build_model, with_test_time_augmentation
 from stages.params import ModelParams
-from stages.tf_setup import keras, seed_everything
+from stages.tf_setup import keras, load_model, seed_everything
 
 PHOTOS = 300
 
@@ -158,6 +158,24 @@ def test_arrays_of_one_or_many_digits(model_path, project):
     predicted = [entry["digit"] for entry in entries]
     assert np.mean(np.array(predicted[:20]) == labels) >= 0.9
     assert predicted[20] == predicted[0] == predicted[21]
+
+
+def test_a_model_with_test_time_augmentation_predicts_as_it_does_in_keras(
+    model_path, project, tmp_path
+):
+    """What `model.tta` saves, predict runs as it is: the mean over the views."""
+    plain = load_model(model_path)
+    wrapped = with_test_time_augmentation(plain, "cross")
+    wrapped.save(tmp_path / "tta.keras")
+    images, _ = font_digits(20, seed=5)
+    np.save(project / "many.npy", images)
+    result = predict("many.npy", "--json", "--model", str(tmp_path / "tta.keras"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    got = [entry["probability"] for entry in json.loads(result.stdout)]
+    expected = wrapped.predict(normalize(images), verbose=0).max(axis=1)
+    assert np.allclose(got, expected, atol=2e-6)
+    alone = plain.predict(normalize(images), verbose=0).max(axis=1)
+    assert not np.allclose(got, alone, atol=1e-4)
 
 
 def test_a_model_that_does_not_fit_mnist_is_one_line(project, photos):
