@@ -225,5 +225,9 @@ def test_test_time_augmentation_wraps_the_model_that_training_alone_gives(tiny_p
     labels = np.load(tiny_project / "data/processed/val/y.npy")
     predicted = saved.predict(images, verbose=0).argmax(axis=1)
     assert metrics["val_accuracy"] == pytest.approx(float((predicted == labels).mean()))
+    # and evaluate scores the saved model, views and all
+    test_images = np.load(tiny_project / "data/processed/test/x.npy")
+    test_labels = np.load(tiny_project / "data/processed/test/y.npy")
+    test_right = saved.predict(test_images, verbose=0).argmax(axis=1) == test_labels
     evaluated = read_json(tiny_project / "metrics/evaluate.json")
-    assert 0 <= evaluated["test_accuracy"] <= 1
+    assert evaluated["test_accuracy"] == pytest.approx(float(test_right.mean()))
