@@ -93,6 +93,7 @@ class TrainParams(Section):
     seed: int = Field(ge=0, le=2**32 - 1)
     deterministic: bool
     early_stopping_patience: int = Field(ge=0)
+    ema_momentum: Float = Field(ge=0, lt=1)
     ensemble_size: int = Field(ge=1, le=100)
     distribute: Literal["none", "mirrored", "multi_worker"]
     precision: Literal["auto", "float32", "mixed_bfloat16"]
@@ -102,6 +103,16 @@ class TrainParams(Section):
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _weight_average_or_early_stopping(self) -> TrainParams:
+        # Early stopping restores the best epoch's own weights, which would discard the average.
+        if self.ema_momentum and self.early_stopping_patience:
+            raise ValueError(
+                "ema_momentum and early_stopping_patience cannot both be on: early stopping "
+                "restores the best epoch's own weights, not their average"
             )
         return self
 

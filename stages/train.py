@@ -150,13 +150,21 @@ def fit(
     """Train `model` in place; return the per-epoch history and the (1-based) epoch kept.
 
     With early stopping on, the weights of the epoch with the lowest validation loss are
-    restored at the end; without it, the last epoch's weights are kept. Augmentation layers
-    wrap `model` only for training, so the saved model holds none of them.
+    restored at the end; without it, the last epoch's weights are kept, or with `ema_momentum`
+    their exponential moving average over the steps (the per-epoch validation figures are
+    those of the weights being trained). Augmentation layers wrap `model` only for training, so
+    the saved model holds none of them.
     """
     steps_per_epoch = math.ceil(len(train[1]) / params.batch_size)
     trainer = with_augmentation(model, params)
+    optimizer = OPTIMIZERS[params.optimizer](
+        learning_rate(params, steps_per_epoch),
+        # Keras keeps the average beside the weights and writes it over them when fit ends.
+        use_ema=params.ema_momentum > 0,
+        ema_momentum=params.ema_momentum,
+    )
     trainer.compile(
-        optimizer=OPTIMIZERS[params.optimizer](learning_rate(params, steps_per_epoch)),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -248,7 +256,11 @@ def main() -> None:
         for index in range(size):
             model, history, kept_epoch = train_member(params, index, train, val)
             members.append(model)
-            member_metrics.append(kept_metrics(history, kept_epoch))
+            kept = kept_metrics(history, kept_epoch)
+            if params.train.ema_momentum:
+                # The model now holds the average, which no epoch of fit validated.
+                kept.update(validation_metrics(model, val, params.train.batch_size))
+            member_metrics.append(kept)
             history_rows += [[index + 1, *(row[k] for k in HISTORY_COLUMNS[1:])] for row in history]
         if size == 1:
             model, metrics = members[0], member_metrics[0]

@@ -121,6 +121,7 @@ def test_readme_experiments_set_valid_params_and_change_something(overrides):
         ("preprocess.validation_size", 0, r"preprocess\.validation_size: .*greater than or equal"),
         ("model.batch_norm", "yes", r"model\.batch_norm: Input should be a valid boolean"),
         ("model.tta", "flip", r"model\.tta: Input should be 'none', 'cross' or 'grid'"),
+        ("train.ema_momentum", 1.0, r"train\.ema_momentum: Input should be less than 1"),
         ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
         ("plots.dpi", 5, r"plots\.dpi: Input should be greater than or equal to 10"),
     ],
@@ -137,6 +138,13 @@ def test_unknown_key_lists_allowed_keys():
         validate_params(params)
     assert "train.epoch: unknown key (allowed: epochs, batch_size, optimizer" in str(error.value)
     assert "train.epochs: missing" in str(error.value)
+
+
+def test_weight_averaging_with_early_stopping_is_refused_in_one_line():
+    params = with_value("train.ema_momentum", 0.999)
+    params["train"]["early_stopping_patience"] = 3
+    with pytest.raises(StageError, match="train: ema_momentum and early_stopping_patience cannot"):
+        validate_params(params)
 
 
 def test_unknown_key_in_a_conv_block():

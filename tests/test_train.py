@@ -28,6 +28,7 @@ BASE = {
     "seed": 1,
     "deterministic": True,
     "early_stopping_patience": 0,
+    "ema_momentum": 0.0,
     "ensemble_size": 1,
     "distribute": "none",
     "precision": "float32",
@@ -231,3 +232,47 @@ def test_test_time_augmentation_wraps_the_model_that_training_alone_gives(tiny_p
     test_right = saved.predict(test_images, verbose=0).argmax(axis=1) == test_labels
     evaluated = read_json(tiny_project / "metrics/evaluate.json")
     assert evaluated["test_accuracy"] == pytest.approx(float(test_right.mean()))
+
+
+def test_weight_averaging_saves_the_moving_average_of_the_weights(tiny_project, tmp_path):
+    """With one step an epoch and a constant rate, a run of two epochs passes through the
+    weights a one-epoch run ends with; Keras starts the average at the first step's weights,
+    so with momentum 0.5 the saved model is the mean of the weights after steps 1 and 2,
+    while training itself is unchanged. On a copy, so that the shared project keeps its params."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_project, repo)
+    one_step_an_epoch = {
+        "batch_size": len(np.load(repo / "data/processed/train/y.npy")),
+        "lr_schedule": "constant",
+        "warmup_epochs": 0,
+        "early_stopping_patience": 0,
+    }
+    weights = {}
+    for epochs, momentum in ((1, 0), (2, 0), (2, 0.5)):
+        edit_params(repo, "train", epochs=epochs, ema_momentum=momentum, **one_step_an_epoch)
+        run_stage(repo, "train")
+        model = load_model(repo / "models/model.keras")
+        weights[epochs, momentum] = (
+            [weight.numpy() for weight in model.trainable_weights],
+            [weight.numpy() for weight in model.non_trainable_weights],
+        )
+    (first, _), (second, second_stats), (averaged, averaged_stats) = weights.values()
+    for after_one, after_two, average in zip(first, second, averaged, strict=True):
+        assert np.allclose(average, (after_one + after_two) / 2, rtol=0, atol=1e-7)
+        assert not np.allclose(average, after_two, rtol=0, atol=1e-7)
+    # Batch-norm's statistics are not trained, so not averaged: those of the last step.
+    assert second_stats and all(
+        (last == kept).all() for last, kept in zip(second_stats, averaged_stats, strict=True)
+    )
+
+    # train.json scores the saved (averaged) weights, not those of the last epoch
+    metrics = read_json(repo / "metrics/train.json")
+    images = np.load(repo / "data/processed/val/x.npy")
+    labels = np.load(repo / "data/processed/val/y.npy")
+    predicted = load_model(repo / "models/model.keras").predict(images, verbose=0).argmax(axis=1)
+    assert metrics["val_accuracy"] == pytest.approx(float((predicted == labels).mean()))
+
+
+def test_weight_averaging_and_early_stopping_exclude_each_other():
+    with pytest.raises(ValueError, match="ema_momentum and early_stopping_patience cannot both"):
+        train_params(ema_momentum=0.99, early_stopping_patience=2)
