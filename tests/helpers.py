@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -186,7 +187,12 @@ def run_stage(repo: Path, stage: str, check: bool = True) -> subprocess.Complete
 
 
 def start_stage(repo: Path, stage: str) -> subprocess.Popen:
-    """Start one stage's command in the background, its output unbuffered and piped."""
+    """Start one stage's command in the background, its output unbuffered and piped.
+
+    Ctrl-C (SIGINT) is left at its default for the stage, as in a terminal, even where the tests
+    themselves run with it ignored (a background job of a non-interactive shell): a Python
+    started with SIGINT ignored rightly keeps ignoring it.
+    """
     return subprocess.Popen(
         [str(BIN / "python"), "-m", f"stages.{stage}"],
         cwd=repo,
@@ -194,6 +200,7 @@ def start_stage(repo: Path, stage: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
