@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,7 +129,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
     return repo
 
 
-def accuracy_on(model: keras.Model, repo, split: str) -> float:
+def accuracy_on(model: keras.Model, repo: Path, split: str) -> float:
     """`model`'s accuracy on one split of `repo`'s processed data."""
     images = np.load(repo / f"data/processed/{split}/x.npy")
     labels = np.load(repo / f"data/processed/{split}/y.npy")
