@@ -1,15 +1,17 @@
-"""Time per training step of the default model in each precision and batch size. By hand:
+"""Time per training step of the default model in each precision, batch size and width. By hand:
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
-                                   [--onednn default 1] [--rounds 3] [--steps 30]
+                                   [--widths 1 0.5] [--onednn default 1] [--rounds 3] [--steps 30]
 
 Each measurement is a fresh process that builds the model and augmentation `params.yaml`
 describes, with the train stage's own code, in the given precision (Keras' global dtype
 policy) and with `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by
-the CPU). It trains a few warm-up steps on random images, then times `--steps` more. The
-variants run in turn, round after round (A B C A B C ...), so a slow spell of the machine
-hits them alike; the table gives every time and the median of each, and names the machine:
-the CPU, its bfloat16 units, and the CPU time other processes took meanwhile.
+the CPU). A width other than 1 scales the filters of every conv block (0.5: half as many), so
+the cost of a narrower or wider model can be measured before any training. It trains a few
+warm-up steps on random images, then times `--steps` more. The variants run in turn, round
+after round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives
+every time and the median of each, and names the machine: the CPU, its bfloat16 units, and the
+CPU time other processes took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -31,9 +33,10 @@ from devtools.workspace import PROJECT, command_env
 WARMUP_STEPS = 5
 
 
-def time_steps(precision: str, batch_size: int, steps: int) -> float:
-    """Milliseconds per training step, in this process. Only the measuring child runs this,
-    so only it imports TensorFlow (its options are read at import)."""
+def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tuple[float, int]:
+    """Milliseconds per training step and the model's parameter count, in this process. Only
+    the measuring child runs this, so only it imports TensorFlow (its options are read at
+    import)."""
     import numpy as np
 
     from stages.model import build_model
@@ -42,9 +45,14 @@ def time_steps(precision: str, batch_size: int, steps: int) -> float:
     from stages.train import with_augmentation
 
     params = load_params("train", PROJECT)
+    blocks = [
+        block.model_copy(update={"filters": max(1, round(block.filters * width))})
+        for block in params.model.conv_blocks
+    ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
-    trainer = with_augmentation(build_model(params.model), params.train)
+    model = build_model(params.model.model_copy(update={"conv_blocks": blocks}))
+    trainer = with_augmentation(model, params.train)
     trainer.compile(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -56,21 +64,24 @@ def time_steps(precision: str, batch_size: int, steps: int) -> float:
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     started = time.perf_counter()
     trainer.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-    return (time.perf_counter() - started) / steps * 1000
+    return (time.perf_counter() - started) / steps * 1000, model.count_params()
 
 
-def measure(precision: str, batch_size: int, onednn: str, steps: int) -> float:
+def measure(
+    precision: str, batch_size: int, width: float, onednn: str, steps: int
+) -> tuple[float, int]:
     """`time_steps` in a fresh process, with `TF_ENABLE_ONEDNN_OPTS` set before TF loads."""
     env = command_env()
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if onednn != "default":
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
-    args += [str(batch_size), str(steps)]
+    args += [str(batch_size), str(width), str(steps)]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-    return float(result.stdout.split()[-1])
+    ms, parameters = result.stdout.split()[-2:]
+    return float(ms), int(parameters)
 
 
 def markdown(results: dict) -> str:
@@ -82,14 +93,16 @@ def markdown(results: dict) -> str:
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. {results['steps']} steps per "
         f"measurement after {WARMUP_STEPS} warm-up steps, {results['rounds']} rounds alternated.",
         "",
-        "| precision | batch | TF_ENABLE_ONEDNN_OPTS | ms per step | median | ms per image |",
-        "|---|---|---|---|---|---|",
+        "| precision | batch | width (parameters) | TF_ENABLE_ONEDNN_OPTS | ms per step | median "
+        "| ms per image |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
         times = ", ".join(f"{ms:.1f}" for ms in row["ms_per_step"])
         lines.append(
-            f"| {row['precision']} | {row['batch_size']} | {row['onednn']} | {times} | "
+            f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
+            f"({row['parameters']:,}) | {row['onednn']} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
     if load:
@@ -106,32 +119,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--widths", type=float, nargs="+", default=[1.0])
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
-    # The measuring child's entry point: PRECISION BATCH_SIZE STEPS.
-    parser.add_argument("--time-steps", nargs=3, help=argparse.SUPPRESS)
+    # The measuring child's entry point: PRECISION BATCH_SIZE WIDTH STEPS.
+    parser.add_argument("--time-steps", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, steps = args.time_steps
-        print(f"{time_steps(precision, int(batch_size), int(steps)):.3f}")
+        precision, batch_size, width, steps = args.time_steps
+        ms, parameters = time_steps(precision, int(batch_size), float(width), int(steps))
+        print(f"{ms:.3f} {parameters}")
         return
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    combinations = list(itertools.product(args.precisions, args.batch_sizes, args.onednn))
+    combinations = itertools.product(args.precisions, args.batch_sizes, args.widths, args.onednn)
     variants = [
-        {"precision": p, "batch_size": b, "onednn": o, "ms_per_step": []}
-        for p, b, o in combinations
+        {"precision": p, "batch_size": b, "width": w, "onednn": o, "ms_per_step": []}
+        for p, b, w, o in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
             print(
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
-                f"{variant['batch_size']}, oneDNN {variant['onednn']}",
+                f"{variant['batch_size']}, width {variant['width']:g}, oneDNN {variant['onednn']}",
                 file=sys.stderr,
             )
-            ms = measure(variant["precision"], variant["batch_size"], variant["onednn"], args.steps)
+            keys = ("precision", "batch_size", "width", "onednn")
+            ms, variant["parameters"] = measure(*(variant[key] for key in keys), args.steps)
             variant["ms_per_step"].append(ms)
     results = {
         "date": datetime.date.today().isoformat(),

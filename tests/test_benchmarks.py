@@ -14,22 +14,26 @@ from devtools.workspace import PROJECT
 
 def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     table = tmp_path / "precision.md"
-    args = ["--precisions", "float32", "--batch-sizes", "4", "8", "--rounds", "2", "--steps", "2"]
-    command = [sys.executable, "-m", "benchmarks.precision", *args, "--output", str(table)]
-    result = run_command(command, PROJECT)
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--widths", "1", "0.5"]
+    args += ["--rounds", "2", "--steps", "2", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     assert order == [
-        "round 1 of 2: float32, batch 4, oneDNN default",
-        "round 1 of 2: float32, batch 8, oneDNN default",
-        "round 2 of 2: float32, batch 4, oneDNN default",
-        "round 2 of 2: float32, batch 8, oneDNN default",
+        "round 1 of 2: float32, batch 4, width 1, oneDNN default",
+        "round 1 of 2: float32, batch 4, width 0.5, oneDNN default",
+        "round 2 of 2: float32, batch 4, width 1, oneDNN default",
+        "round 2 of 2: float32, batch 4, width 0.5, oneDNN default",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[1] for row in rows] == ["4", "8"]
+    assert [row[1] for row in rows] == ["4", "4"]
+    widths = [row[2].split(" (") for row in rows]
+    assert [width for width, _ in widths] == ["1", "0.5"]
+    full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
+    assert half < full  # the narrower model was the one timed
     for row in rows:
-        times = [float(ms) for ms in row[3].split(", ")]
+        times = [float(ms) for ms in row[4].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[4]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[5]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
 
 
