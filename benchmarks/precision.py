@@ -84,6 +84,17 @@ def measure(
     return float(ms), int(parameters)
 
 
+def positive_width(text: str) -> float:
+    """`--widths` values: a factor on the filters, so it must be above 0."""
+    try:
+        width = float(text)
+    except ValueError:
+        width = 0.0
+    if not width > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return width
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     load = results["machine_load"]
@@ -119,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--widths", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)

@@ -37,6 +37,14 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     assert table.read_text() in result.stdout
 
 
+@pytest.mark.parametrize("width", ["0", "-0.5", "half", "nan"])
+def test_precision_benchmark_refuses_a_width_that_is_not_above_zero(width):
+    command = [sys.executable, "-m", "benchmarks.precision", "--widths", "1", width]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"--widths: expected a number above 0, got '{width}'" in result.stderr.splitlines()[-1]
+
+
 def test_update_results_copies_every_output_git_keeps_and_nothing_else(tmp_path):
     tracked = subprocess.run(
         ["git", "ls-files", "metrics", "plots"], cwd=PROJECT, capture_output=True, text=True
