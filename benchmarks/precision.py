@@ -157,8 +157,13 @@ def main() -> None:
                 f"{variant['batch_size']}, width {variant['width']:g}, oneDNN {variant['onednn']}",
                 file=sys.stderr,
             )
-            keys = ("precision", "batch_size", "width", "onednn")
-            ms, variant["parameters"] = measure(*(variant[key] for key in keys), args.steps)
+            ms, variant["parameters"] = measure(
+                variant["precision"],
+                variant["batch_size"],
+                variant["width"],
+                variant["onednn"],
+                args.steps,
+            )
             variant["ms_per_step"].append(ms)
     results = {
         "date": datetime.date.today().isoformat(),
