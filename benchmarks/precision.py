@@ -33,10 +33,11 @@ from devtools.workspace import PROJECT, command_env
 WARMUP_STEPS = 5
 
 
-def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tuple[float, int]:
-    """Milliseconds per training step and the model's parameter count, in this process. Only
-    the measuring child runs this, so only it imports TensorFlow (its options are read at
-    import)."""
+def default_trainer(precision: str, batch_size: int, width: float = 1.0) -> tuple:
+    """The model and augmentation `params.yaml` describes, its conv filters scaled by `width`,
+    built and compiled by the train stage's own code in `precision`; and random batches to fit it
+    on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring process
+    calls it (TensorFlow reads its options at import)."""
     import numpy as np
 
     from stages.model import build_model
@@ -61,6 +62,13 @@ def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tup
     images = random.random((batch_size * 8, 28, 28, 1), dtype=np.float32)
     labels = random.integers(0, 10, batch_size * 8)
     batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size).repeat()
+    return model, trainer, batches
+
+
+def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tuple[float, int]:
+    """Milliseconds per training step and the model's parameter count, in this process (the
+    measuring child's)."""
+    model, trainer, batches = default_trainer(precision, batch_size, width)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     started = time.perf_counter()
     trainer.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -95,14 +103,32 @@ def positive_width(text: str) -> float:
     return width
 
 
-def markdown(results: dict) -> str:
+def machine_line(results: dict) -> str:
+    """The sentence that opens a benchmark's table: when, on what, and how many steps."""
     m = results["machine"]
-    load = results["machine_load"]
-    lines = [
+    return (
         f"Measured {results['date']} on {m['cpu']} (bfloat16 units: "
         f"{', '.join(m['bf16_units']) or 'none'}), {m['cores']} cores, {m['system']}; "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. {results['steps']} steps per "
-        f"measurement after {WARMUP_STEPS} warm-up steps, {results['rounds']} rounds alternated.",
+        f"measurement after {WARMUP_STEPS} warm-up steps, {results['rounds']} rounds alternated."
+    )
+
+
+def load_lines(load: dict | None) -> list[str]:
+    """The sentence that closes a benchmark's table: the CPU that was not the benchmark's."""
+    if not load:
+        return []
+    return [
+        "",
+        f"Over the benchmark's {load['wall_seconds']} s ({load['core_seconds']} core-seconds):"
+        f" other processes used {load['other_processes_cpu_seconds']} s of CPU, the "
+        f"hypervisor stole {load['stolen_cpu_seconds']} s.",
+    ]
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        machine_line(results),
         "",
         "| precision | batch | width (parameters) | TF_ENABLE_ONEDNN_OPTS | ms per step | median "
         "| ms per image |",
@@ -116,14 +142,7 @@ def markdown(results: dict) -> str:
             f"({row['parameters']:,}) | {row['onednn']} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
-    if load:
-        lines += [
-            "",
-            f"Over the benchmark's {load['wall_seconds']} s ({load['core_seconds']} core-seconds):"
-            f" other processes used {load['other_processes_cpu_seconds']} s of CPU, the "
-            f"hypervisor stole {load['stolen_cpu_seconds']} s.",
-        ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + load_lines(results["machine_load"])) + "\n"
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from helpers import run_command
 
 from benchmarks.run import copy_results
 from devtools.workspace import PROJECT
+from stages.params import load_params
 
 
 def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
@@ -43,6 +44,49 @@ def test_precision_benchmark_refuses_a_width_that_is_not_above_zero(width):
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
     assert result.returncode == 2
     assert f"--widths: expected a number above 0, got '{width}'" in result.stderr.splitlines()[-1]
+
+
+def test_layers_benchmark_tables_every_layer_of_the_default_and_a_whole_step(tmp_path):
+    table = tmp_path / "layers.md"
+    args = ["--batch-size", "4", "--rounds", "2", "--steps", "2", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.layers", *args], PROJECT)
+    assert table.read_text() in result.stdout
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    header, layers, (total, step) = rows[0], rows[1:-2], rows[-2:]
+    assert header[0] == "layer"
+    types = [row[0].split(" (")[1].rstrip(")") for row in layers]
+    conv_blocks = load_params("train", PROJECT).model.conv_blocks
+    assert types[:2] == ["RandomRotation", "RandomTranslation"]
+    assert types.count("Conv2D") == len(conv_blocks)
+    assert (types[-1], layers[-1][1]) == ("Dense", "10")
+    forward, both = ([float(row[i]) for row in layers] for i in (2, 3))
+    assert all(ms > 0 for ms in forward + both)
+    assert float(total[2]) == pytest.approx(sum(forward), abs=0.01 * len(layers))
+    assert float(total[3]) == pytest.approx(sum(both), abs=0.01 * len(layers))
+    assert sum(int(row[4].rstrip("%")) for row in layers) == pytest.approx(100, abs=len(layers))
+    assert step[0].startswith("**a whole training step** (`fit`: ") and float(step[3]) > 0
+
+
+def test_layer_passes_compute_the_forward_pass_and_the_gradients_training_needs():
+    from benchmarks.layers import layer_passes
+    from benchmarks.precision import default_trainer
+
+    _, trainer, batches = default_trainer("float32", batch_size=4)
+    images, _ = next(iter(batches))
+    passes = {p["layer"]: p for p in layer_passes(trainer, images)}
+    gradients = {}
+    for name, p in passes.items():
+        loss, gradients[name] = p["forward_backward"](p["input"])
+        # The loss is returned, so the timed function cannot drop the forward pass.
+        assert float(loss) != 0, name
+    # No gradient before the first weights; after them, the input's too.
+    assert [len(gradients[name]) for name in ("random_rotation", "random_translation")] == [0, 0]
+    assert [len(gradients[name]) for name in ("conv2d", "re_lu", "conv2d_1")] == [2, 1, 3]
+    assert passes["conv2d_1"]["input"].shape == (4, 26, 26, 32)
 
 
 def test_update_results_copies_every_output_git_keeps_and_nothing_else(tmp_path):
