@@ -23,13 +23,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.precision import WARMUP_STEPS, default_trainer, load_lines, machine_line
 from benchmarks.run import cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT
 
+if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
+    from stages.tf_setup import keras, tf
 
-def flat_layers(model) -> list:
+
+def flat_layers(model: keras.Model) -> list[keras.Layer]:
     """The layers of `model`, those of nested models (the CNN behind its augmentation) in turn."""
     layers = []
     for layer in model.layers:
@@ -37,7 +41,7 @@ def flat_layers(model) -> list:
     return layers
 
 
-def layer_passes(trainer, images) -> list[dict]:
+def layer_passes(trainer: keras.Model, images: tf.Tensor) -> list[dict]:
     """For each layer of `trainer`: its name, type, output shape, and its forward and its
     forward-and-backward pass as compiled functions of its training input."""
     from stages.tf_setup import tf
@@ -72,7 +76,7 @@ def layer_passes(trainer, images) -> list[dict]:
     return passes
 
 
-def ms_per_call(function: Callable, argument, calls: int) -> float:
+def ms_per_call(function: Callable, argument: tf.Tensor, calls: int) -> float:
     """Milliseconds per call of `function(argument)`, after warm-up calls (the first traces it)."""
     for _ in range(WARMUP_STEPS):
         function(argument)
