@@ -25,7 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.precision import WARMUP_STEPS, default_trainer, load_lines, machine_line
+from benchmarks.precision import (
+    WARMUP_STEPS,
+    default_trainer,
+    fit_ms_per_step,
+    load_lines,
+    machine_line,
+)
 from benchmarks.run import cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT
 
@@ -100,9 +106,7 @@ def time_layers(precision: str, batch_size: int, rounds: int, steps: int) -> dic
             row["forward_backward_ms"].append(
                 ms_per_call(row["forward_backward"], row["input"], steps)
             )
-        started = time.perf_counter()
-        trainer.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-        step_ms.append((time.perf_counter() - started) / steps * 1000)
+        step_ms.append(fit_ms_per_step(trainer, batches, steps))
     layers = [
         {key: row[key] for key in ("layer", "type", "output", "forward_ms", "forward_backward_ms")}
         for row in rows

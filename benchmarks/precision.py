@@ -26,9 +26,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.run import cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
+
+if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
+    from stages.tf_setup import keras, tf
 
 WARMUP_STEPS = 5
 
@@ -70,9 +74,14 @@ def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tup
     measuring child's)."""
     model, trainer, batches = default_trainer(precision, batch_size, width)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
+    return fit_ms_per_step(trainer, batches, steps), model.count_params()
+
+
+def fit_ms_per_step(trainer: keras.Model, batches: tf.data.Dataset, steps: int) -> float:
+    """Milliseconds per step of `fit` over `steps` steps of `batches`: a whole training step."""
     started = time.perf_counter()
     trainer.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-    return (time.perf_counter() - started) / steps * 1000, model.count_params()
+    return (time.perf_counter() - started) / steps * 1000
 
 
 def measure(
