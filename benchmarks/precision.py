@@ -1,17 +1,19 @@
 """Time per training step of the default model in each precision, batch size and width. By hand:
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
-                                   [--widths 1 0.5] [--onednn default 1] [--rounds 3] [--steps 30]
+                                   [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
+                                   [--onednn default 1] [--rounds 3] [--steps 30]
 
 Each measurement is a fresh process that builds the model and augmentation `params.yaml`
 describes, with the train stage's own code, in the given precision (Keras' global dtype
 policy) and with `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by
-the CPU). A width other than 1 scales the filters of every conv block (0.5: half as many), so
-the cost of a narrower or wider model can be measured before any training. It trains a few
-warm-up steps on random images, then times `--steps` more. The variants run in turn, round
-after round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives
-every time and the median of each, and names the machine: the CPU, its bfloat16 units, and the
-CPU time other processes took meanwhile.
+the CPU). A width other than 1 scales the filters of every conv block (0.5: half as many), and
+`--conv-blocks` replaces `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a
+YAML list, written as for `dvc exp run -S model.conv_blocks=...`), so the cost of another model
+can be measured before any training. It trains a few warm-up steps on random images, then times
+`--steps` more. The variants run in turn, round after round (A B C A B C ...), so a slow spell
+of the machine hits them alike; the table gives every time and the median of each, and names
+the machine: the CPU, its bfloat16 units, and the CPU time other processes took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import json
 import statistics
 import subprocess
 import sys
@@ -28,31 +31,42 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from benchmarks.run import cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
+from stages.common import StageError
+from stages.params import PARAMS_FILE, ConvBlock, load_params, validate_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
 
 WARMUP_STEPS = 5
+# `--conv-blocks` value that keeps `params.yaml`'s.
+PARAMS_BLOCKS = "params"
 
 
-def default_trainer(precision: str, batch_size: int, width: float = 1.0) -> tuple:
-    """The model and augmentation `params.yaml` describes, its conv filters scaled by `width`,
-    built and compiled by the train stage's own code in `precision`; and random batches to fit it
-    on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring process
-    calls it (TensorFlow reads its options at import)."""
+def default_trainer(
+    precision: str,
+    batch_size: int,
+    width: float = 1.0,
+    conv_blocks: list[ConvBlock] | None = None,
+) -> tuple:
+    """The model and augmentation `params.yaml` describes (with `conv_blocks` in place of its own,
+    if given), its conv filters scaled by `width`, built and compiled by the train stage's own
+    code in `precision`; and random batches to fit it on. Returns (model, trainer, batches). It
+    imports TensorFlow, so only a measuring process calls it (TensorFlow reads its options at
+    import)."""
     import numpy as np
 
     from stages.model import build_model
-    from stages.params import load_params
     from stages.tf_setup import keras, seed_everything, tf
     from stages.train import with_augmentation
 
     params = load_params("train", PROJECT)
     blocks = [
         block.model_copy(update={"filters": max(1, round(block.filters * width))})
-        for block in params.model.conv_blocks
+        for block in conv_blocks or params.model.conv_blocks
     ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
@@ -69,10 +83,12 @@ def default_trainer(precision: str, batch_size: int, width: float = 1.0) -> tupl
     return model, trainer, batches
 
 
-def time_steps(precision: str, batch_size: int, width: float, steps: int) -> tuple[float, int]:
+def time_steps(
+    precision: str, batch_size: int, width: float, conv_blocks: list[ConvBlock], steps: int
+) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
-    model, trainer, batches = default_trainer(precision, batch_size, width)
+    model, trainer, batches = default_trainer(precision, batch_size, width, conv_blocks)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     return fit_ms_per_step(trainer, batches, steps), model.count_params()
 
@@ -85,7 +101,12 @@ def fit_ms_per_step(trainer: keras.Model, batches: tf.data.Dataset, steps: int) 
 
 
 def measure(
-    precision: str, batch_size: int, width: float, onednn: str, steps: int
+    precision: str,
+    batch_size: int,
+    width: float,
+    conv_blocks: list[ConvBlock],
+    onednn: str,
+    steps: int,
 ) -> tuple[float, int]:
     """`time_steps` in a fresh process, with `TF_ENABLE_ONEDNN_OPTS` set before TF loads."""
     env = command_env()
@@ -93,7 +114,8 @@ def measure(
     if onednn != "default":
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
-    args += [str(batch_size), str(width), str(steps)]
+    blocks = json.dumps([block.model_dump() for block in conv_blocks])
+    args += [str(batch_size), str(width), blocks, str(steps)]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -110,6 +132,41 @@ def positive_width(text: str) -> float:
     if not width > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return width
+
+
+def model_conv_blocks(text: str) -> list[ConvBlock]:
+    """A `--conv-blocks` value: `params` (params.yaml's blocks) or a YAML list of blocks, checked
+    by the params schema as if `params.yaml` had them, the feature-map rule included."""
+    raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
+    try:
+        if text != PARAMS_BLOCKS:
+            raw["model"]["conv_blocks"] = yaml.safe_load(text)
+        return list(validate_params(raw).model.conv_blocks)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
+    except StageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+
+
+def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
+    """Blocks as the README writes a model: `32 → 32 stride 2 → 64 → 64 pool` (3×3 kernels and
+    valid padding unless it says otherwise)."""
+    parts = []
+    for block in blocks:
+        part = f"{block.filters}"
+        if block.kernel_size != 3:
+            part += f" ({block.kernel_size}×{block.kernel_size})"
+        if block.padding != "valid":
+            part += f" {block.padding}"
+        if block.strides != 1:
+            part += f" stride {block.strides}"
+        if block.pool:
+            part += " pool"
+        if block.dropout:
+            part += f" dropout {block.dropout:g}"
+        parts.append(part)
+    return " → ".join(parts)
 
 
 def machine_line(results: dict) -> str:
@@ -139,16 +196,16 @@ def markdown(results: dict) -> str:
     lines = [
         machine_line(results),
         "",
-        "| precision | batch | width (parameters) | TF_ENABLE_ONEDNN_OPTS | ms per step | median "
-        "| ms per image |",
-        "|---|---|---|---|---|---|---|",
+        "| precision | batch | width (parameters) | conv blocks | TF_ENABLE_ONEDNN_OPTS "
+        "| ms per step | median | ms per image |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
         times = ", ".join(f"{ms:.1f}" for ms in row["ms_per_step"])
         lines.append(
             f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
-            f"({row['parameters']:,}) | {row['onednn']} | {times} | "
+            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['onednn']} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
     return "\n".join(lines + load_lines(results["machine_load"])) + "\n"
@@ -159,36 +216,56 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
+    parser.add_argument("--conv-blocks", nargs="+", default=[PARAMS_BLOCKS])
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
-    # The measuring child's entry point: PRECISION BATCH_SIZE WIDTH STEPS.
-    parser.add_argument("--time-steps", nargs=4, help=argparse.SUPPRESS)
+    # The measuring child's entry point: PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON STEPS.
+    parser.add_argument("--time-steps", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, steps = args.time_steps
-        ms, parameters = time_steps(precision, int(batch_size), float(width), int(steps))
+        precision, batch_size, width, blocks, steps = args.time_steps
+        conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
+        ms, parameters = time_steps(
+            precision, int(batch_size), float(width), conv_blocks, int(steps)
+        )
         print(f"{ms:.3f} {parameters}")
         return
+    try:
+        conv_blocks = {text: model_conv_blocks(text) for text in args.conv_blocks}
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"argument --conv-blocks: {error}")
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    combinations = itertools.product(args.precisions, args.batch_sizes, args.widths, args.onednn)
+    combinations = itertools.product(
+        args.precisions, args.batch_sizes, args.widths, conv_blocks.values(), args.onednn
+    )
     variants = [
-        {"precision": p, "batch_size": b, "width": w, "onednn": o, "ms_per_step": []}
-        for p, b, w, o in combinations
+        {
+            "precision": p,
+            "batch_size": b,
+            "width": w,
+            "blocks": c,
+            "conv_blocks": describe_conv_blocks(c),
+            "onednn": o,
+            "ms_per_step": [],
+        }
+        for p, b, w, c, o in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
             print(
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
-                f"{variant['batch_size']}, width {variant['width']:g}, oneDNN {variant['onednn']}",
+                f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
+                f"{variant['conv_blocks']}, oneDNN {variant['onednn']}",
                 file=sys.stderr,
             )
             ms, variant["parameters"] = measure(
                 variant["precision"],
                 variant["batch_size"],
                 variant["width"],
+                variant["blocks"],
                 variant["onednn"],
                 args.steps,
             )

@@ -8,9 +8,10 @@ import sys
 import pytest
 from helpers import run_command
 
+from benchmarks.precision import describe_conv_blocks
 from benchmarks.run import copy_results
 from devtools.workspace import PROJECT
-from stages.params import load_params
+from stages.params import ConvBlock, load_params
 
 
 def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
@@ -19,11 +20,12 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     args += ["--rounds", "2", "--steps", "2", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+    blocks = describe_conv_blocks(load_params("train", PROJECT).model.conv_blocks)
     assert order == [
-        "round 1 of 2: float32, batch 4, width 1, oneDNN default",
-        "round 1 of 2: float32, batch 4, width 0.5, oneDNN default",
-        "round 2 of 2: float32, batch 4, width 1, oneDNN default",
-        "round 2 of 2: float32, batch 4, width 0.5, oneDNN default",
+        f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, oneDNN default",
+        f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, oneDNN default",
+        f"round 2 of 2: float32, batch 4, width 1, conv blocks {blocks}, oneDNN default",
+        f"round 2 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, oneDNN default",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     assert [row[1] for row in rows] == ["4", "4"]
@@ -32,10 +34,53 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
     assert half < full  # the narrower model was the one timed
     for row in rows:
-        times = [float(ms) for ms in row[4].split(", ")]
+        times = [float(ms) for ms in row[5].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[5]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[6]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
+
+
+def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_path):
+    table = tmp_path / "precision.md"
+    one_pooled_conv = "[{filters: 8, kernel_size: 3, pool: true}]"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--onednn", "default"]
+    args += ["--conv-blocks", "params", one_pooled_conv]
+    args += ["--rounds", "1", "--steps", "2", "--output", str(table)]
+    run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    described = [row[3] for row in rows]
+    blocks = load_params("train", PROJECT).model.conv_blocks
+    assert described == [describe_conv_blocks(blocks), "8 pool"]
+    # conv 3x3x8 (80) → 13x13x8 after the pool → dense 128 (173,184) → dense 10 (1,290)
+    assert rows[1][2] == "1 (174,554)"
+
+
+def test_conv_blocks_are_described_as_the_readme_writes_a_model():
+    blocks = [
+        ConvBlock(filters=32, kernel_size=5, padding="same", strides=2, dropout=0.25),
+        ConvBlock(filters=64, kernel_size=3, pool=True),
+    ]
+    assert describe_conv_blocks(blocks) == "32 (5×5) same stride 2 dropout 0.25 → 64 pool"
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ("[{filters: 0, kernel_size: 3}]", "model.conv_blocks[0].filters: Input should be greater"),
+        ("[{filter: 8, kernel_size: 3}]", "model.conv_blocks[0].filter: unknown key (allowed: "),
+        ("[{filters: 8", "not YAML: "),
+        ("[{filters: 8, kernel_size: 13, pool: true}] * 2", "not YAML: "),
+        (
+            "[{filters: 8, kernel_size: 13, pool: true}, {filters: 8, kernel_size: 13}]",
+            "conv_blocks[1] shrinks the feature map below 1x1",
+        ),
+    ],
+)
+def test_precision_benchmark_refuses_conv_blocks_the_params_schema_refuses(blocks, message):
+    command = [sys.executable, "-m", "benchmarks.precision", "--conv-blocks", blocks]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "argument --conv-blocks: " in result.stderr and message in result.stderr
 
 
 @pytest.mark.parametrize("width", ["0", "-0.5", "half", "nan"])
