@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
-    parser.add_argument("--conv-blocks", nargs="+", default=[PARAMS_BLOCKS])
+    parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
@@ -232,14 +232,11 @@ def main() -> None:
         )
         print(f"{ms:.3f} {parameters}")
         return
-    try:
-        conv_blocks = {text: model_conv_blocks(text) for text in args.conv_blocks}
-    except argparse.ArgumentTypeError as error:
-        parser.error(f"argument --conv-blocks: {error}")
+    conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_BLOCKS)]
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
-        args.precisions, args.batch_sizes, args.widths, conv_blocks.values(), args.onednn
+        args.precisions, args.batch_sizes, args.widths, conv_blocks, args.onednn
     )
     variants = [
         {
