@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import platform
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import dvc, local_project, read_json, run_stage
+from helpers import dvc, local_project, read_json, run_command, run_stage
 
-from devtools.workspace import edit_params
+from devtools.workspace import BIN, PROJECT, edit_params
 from stages.hardware import cpu_bf16_units, cpu_model, cpuinfo_field
 from stages.tf_setup import load_model, tf
 from stages.train import bf16_native, choose_precision, device_name
@@ -131,6 +132,19 @@ def test_auto_trains_in_float32_unless_the_cpu_has_bfloat16_units(project):
     assert metrics["precision"] == expected
     policies = set(layer_policies(project / "models/model.keras").values())
     assert policies == ({"mixed_bfloat16", "float32"} if cpu_bf16_units() else {"float32"})
+
+
+@pytest.mark.parametrize("precision", ["auto", "mixed_bfloat16", "float32"])
+def test_the_plain_keras_baseline_computes_in_the_precision_the_train_stage_does(
+    project, precision
+):
+    # benchmarks/run.py times both per step: on bfloat16 hardware a float32 baseline would
+    # compare two different computations.
+    shutil.copytree(PROJECT / "benchmarks", project / "benchmarks", dirs_exist_ok=True)
+    _, output = train(project, precision)
+    resolved = output.split("train: ", 1)[1].split(" on ", 1)[0]
+    plain = run_command([str(BIN / "python"), "-m", "benchmarks.plain_keras", "1"], project)
+    assert f"plain keras: {resolved}\n" in plain.stdout
 
 
 def test_dvc_exp_show_tells_the_precisions_apart(repo):
