@@ -1,6 +1,8 @@
 """Benchmark the pipeline on full MNIST. Run by hand, not by the test suite:
 
     python -m benchmarks.run /path/to/mnist.npz [--seeds 43 44] [--update-results]
+    python -m benchmarks.run /path/to/mnist.npz --set train.precision=float32 \
+        --output benchmarks/results_float32.md
 
 Works on a temporary copy of the project with `data.url` pointed at the given file, and measures:
 each stage's wall time and peak memory (run as `python -m stages.<name>`, start-up included);
@@ -11,8 +13,9 @@ accuracy, also for each extra seed; and whether a `dvc repro -f` with the defaul
 gives the same `metrics/evaluate.json`. It names the machine: the CPU, whether it has bfloat16
 matrix units, the precision trained in, and the CPU time that other processes took meanwhile.
 
-Writes `benchmarks/results.json` and `benchmarks/results.md`. With `--update-results`, also
-copies the default-seed run's `metrics/` and git-kept `plots/` files into the project.
+`--set section.key=value` (as `dvc exp run -S` takes it) changes a param of the copy first.
+Writes `benchmarks/results.md` (or `--output`) and a `.json` beside it. With `--update-results`,
+also copies the default-seed run's `metrics/` and git-kept `plots/` files into the project.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from pathlib import Path
 import yaml
 
 from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
+from stages.common import StageError
 from stages.hardware import cpu_bf16_units, cpu_model
+from stages.params import PARAMS_FILE, validate_params
 
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
 THROUGHPUT_ROUNDS, THROUGHPUT_EPOCHS = 3, 2
@@ -98,6 +103,28 @@ def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -
         "other_processes_cpu_seconds": round(max(0.0, busy - own)),
         "stolen_cpu_seconds": round(stolen),
     }
+
+
+def param_setting(text: str) -> tuple[str, str, object]:
+    """A `--set` value, `section.key=value`: the value read as YAML, as `dvc exp run -S` reads
+    it, and checked by the params schema as if `params.yaml` had it."""
+    name, equals, value_text = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not (equals and dot and section and key):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected section.key=value")
+    if section == "data":
+        raise argparse.ArgumentTypeError("data.* is set from the DATA argument")
+    raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
+    try:
+        value = yaml.safe_load(value_text)
+        raw.setdefault(section, {})[key] = value  # a new section: the schema names it unknown
+        validate_params(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
+    except StageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+    return section, key, value
 
 
 def make_workspace(data: Path) -> Path:
@@ -167,12 +194,21 @@ def throughput(workspace: Path, default_epochs: int) -> dict:
     }
 
 
-def benchmark(data: Path, seeds: list[int], update_results: bool) -> dict:
+def benchmark(
+    data: Path, seeds: list[int], update_results: bool, settings: list[tuple[str, str, object]]
+) -> dict:
     started, cpu_before = time.perf_counter(), cpu_seconds()
     workspace = make_workspace(data)
     python = sys.executable
+    for section, key, value in settings:
+        edit_params(workspace, section, **{key: value})
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    results: dict = {"date": datetime.date.today().isoformat(), "machine": machine(), "stages": {}}
+    results: dict = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "params_set": {f"{section}.{key}": value for section, key, value in settings},
+        "stages": {},
+    }
 
     for stage in STAGES:
         print(f"benchmark: running {stage}", file=sys.stderr)
@@ -240,6 +276,11 @@ def markdown(results: dict) -> str:
         f"Python {m['python']}, TensorFlow "
         f"{m['tensorflow']}, Keras {m['keras']}, DVC {m['dvc']}.",
         "",
+    ]
+    if results.get("params_set"):
+        settings = ", ".join(f"`{name}={value}`" for name, value in results["params_set"].items())
+        lines += [f"Params changed from `params.yaml` (`--set`): {settings}.", ""]
+    lines += [
         "| stage | seconds | peak memory |",
         "|---|---|---|",
     ]
@@ -292,13 +333,31 @@ def main() -> None:
     parser.add_argument(
         "--update-results", action="store_true", help="copy the run's metrics and plots here"
     )
+    parser.add_argument(
+        "--set",
+        type=param_setting,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a param of the benchmark's copy, as dvc exp run -S does",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=PROJECT / "benchmarks/results.md",
+        help="the Markdown table; the JSON goes beside it (default: benchmarks/results.md)",
+    )
     args = parser.parse_args()
+    if args.update_results and args.set:
+        parser.error("--update-results copies the run of params.yaml as it is: not with --set")
+    if not args.output.parent.is_dir():  # found now, not after the runs
+        parser.error(f"--output: no folder {args.output.parent}")
     if not args.data.is_file():
         sys.exit(f"benchmark: {args.data} not found")
-    results = benchmark(args.data, args.seeds, args.update_results)
-    (PROJECT / "benchmarks/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results = benchmark(args.data, args.seeds, args.update_results, args.set)
+    args.output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (PROJECT / "benchmarks/results.md").write_text(table)
+    args.output.write_text(table)
     print(table)
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import run_command
 
 from benchmarks.precision import describe_conv_blocks
-from benchmarks.run import copy_results
+from benchmarks.run import copy_results, markdown, param_setting
 from devtools.workspace import PROJECT
 from stages.params import ConvBlock, load_params
 
@@ -150,3 +150,85 @@ def test_update_results_copies_every_output_git_keeps_and_nothing_else(tmp_path)
     copied = sorted(str(path.relative_to(project)) for path in project.rglob("*") if path.is_file())
     assert copied == sorted(tracked)
     assert all((project / path).read_text() == f"new {path}" for path in tracked)
+
+
+@pytest.mark.parametrize(
+    ("text", "setting"),
+    [
+        ("train.precision=float32", ("train", "precision", "float32")),
+        ("train.epochs=6", ("train", "epochs", 6)),
+        (
+            "model.dense=[{units: 64, dropout: 0.25}]",
+            ("model", "dense", [{"units": 64, "dropout": 0.25}]),
+        ),
+    ],
+)
+def test_benchmark_settings_are_read_as_dvc_exp_run_reads_them(text, setting):
+    assert param_setting(text) == setting
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.precision", "'train.precision': expected section.key=value"),
+        ("precision=float32", "'precision=float32': expected section.key=value"),
+        ("train.precison=float32", "train.precison: unknown key (allowed: "),
+        ("train.precision=float16", "train.precision: Input should be 'auto', "),
+        ("train.epochs=[6", "not YAML: "),
+        ("training.epochs=6", "training: unknown key (allowed: data, "),
+        ("data.url=/elsewhere/mnist.npz", "data.* is set from the DATA argument"),
+    ],
+)
+def test_run_benchmark_refuses_a_setting_the_params_schema_refuses(setting, message):
+    command = [sys.executable, "-m", "benchmarks.run", "mnist.npz", "--set", setting]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "argument --set: " in result.stderr and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--update-results", "--set", "train.epochs=6"], "--update-results copies the run of "),
+        (["--output", "no/such/folder/results.md"], "--output: no folder no/such/folder"),
+    ],
+)
+def test_run_benchmark_refuses_before_any_run_what_it_could_not_finish(args, message):
+    command = [sys.executable, "-m", "benchmarks.run", "mnist.npz", *args]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_run_benchmark_table_says_which_params_it_changed():
+    results = {
+        "date": "2026-11-22",
+        "machine": {
+            "cpu": "AMD EPYC",
+            "bf16_units": ["avx512_bf16"],
+            "cores": 2,
+            "memory_gb": 23.5,
+            "system": "Linux",
+            "device": "cpu: AMD EPYC",
+            "precision": "float32",
+            "python": "3.11.7",
+            "tensorflow": "2.21.0",
+            "keras": "3.15.1",
+            "dvc": "3.67.1",
+        },
+        "params_set": {"train.precision": "float32", "train.epochs": 6},
+        "stages": {"train": {"seconds": 1.0, "peak_memory_mb": 1}},
+        "repro_seconds_without_download": 1.0,
+        "noop_repro_seconds": 1.0,
+        "plots_param_repro": {"seconds": 1.0, "stages_run": ["plots"]},
+        "throughput": {"pipeline_ms_per_step": [1], "plain_keras_ms_per_step": [1], "ratio": 1},
+        "test_accuracy": {"42": 0.99},
+        "test_accuracy_mean": 0.99,
+        "train_metrics": {"epochs_run": 6, "best_epoch": 6},
+        "rerun_identical": True,
+    }
+    table = markdown(results)
+    changed = "Params changed from `params.yaml` (`--set`): `train.precision=float32`, "
+    assert changed + "`train.epochs=6`.\n" in table
+    assert "trained on cpu: AMD EPYC in float32" in table
+    del results["params_set"]
+    assert "--set" not in markdown(results)
