@@ -17,10 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.hardware import cpu_bf16_units
 from stages.model import build_model
 from stages.params import load_params
-from stages.train import bf16_native, choose_precision, training_gpus, with_augmentation
+from stages.train import resolve_precision, training_gpus, with_augmentation
 
 epochs = int(sys.argv[1])
 params = load_params("train")
@@ -33,8 +32,7 @@ y_val = np.load("data/processed/val/y.npy")
 
 # `auto` is bfloat16 on hardware that computes it natively: a float32 baseline there would
 # compare two different computations.
-gpus = training_gpus(tf.distribute.get_strategy())
-precision = choose_precision(train.precision, bf16_native(cpu_bf16_units(), gpus))
+precision, _ = resolve_precision(train.precision, training_gpus(tf.distribute.get_strategy()))
 keras.mixed_precision.set_global_policy(precision)
 print(f"plain keras: {keras.mixed_precision.global_policy().name}")
 

@@ -82,6 +82,13 @@ def choose_precision(requested: str, native_bf16: bool) -> str:
     return "mixed_bfloat16" if native_bf16 else "float32"
 
 
+def resolve_precision(requested: str, gpus: list[dict]) -> tuple[str, bool]:
+    """`requested` resolved for the hardware that trains (the CPU, or `gpus` where there are
+    any), and whether that hardware computes bfloat16 natively."""
+    native_bf16 = bf16_native(cpu_bf16_units(), gpus)
+    return choose_precision(requested, native_bf16), native_bf16
+
+
 def device_name(gpus: list[dict]) -> str:
     """The device that trains, as `metrics/train.json` records it: `gpu: <names>` or
     `cpu: <model>`."""
@@ -236,8 +243,7 @@ def main() -> None:
     params = load_params("train")
     strategy = distribution_strategy(params.train)
     gpus = training_gpus(strategy)
-    native_bf16 = bf16_native(cpu_bf16_units(), gpus)
-    precision = choose_precision(params.train.precision, native_bf16)
+    precision, native_bf16 = resolve_precision(params.train.precision, gpus)
     # Set before any model is built: every layer made afterwards takes this policy.
     keras.mixed_precision.set_global_policy(precision)
     device = device_name(gpus)
