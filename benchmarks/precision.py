@@ -31,12 +31,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from benchmarks.run import cpu_seconds, machine, other_load
+from benchmarks.run import checked_setting, cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
-from stages.common import StageError
-from stages.params import PARAMS_FILE, ConvBlock, load_params, validate_params
+from stages.params import ConvBlock, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -137,16 +134,10 @@ def positive_width(text: str) -> float:
 def model_conv_blocks(text: str) -> list[ConvBlock]:
     """A `--conv-blocks` value: `params` (params.yaml's blocks) or a YAML list of blocks, checked
     by the params schema as if `params.yaml` had them, the feature-map rule included."""
-    raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
-    try:
-        if text != PARAMS_BLOCKS:
-            raw["model"]["conv_blocks"] = yaml.safe_load(text)
-        return list(validate_params(raw).model.conv_blocks)
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error)
-        raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
-    except StageError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+    if text == PARAMS_BLOCKS:
+        return list(load_params("train", PROJECT).model.conv_blocks)
+    _, params = checked_setting("model", "conv_blocks", text)
+    return list(params.model.conv_blocks)
 
 
 def describe_conv_blocks(blocks: list[ConvBlock]) -> str:

@@ -41,7 +41,7 @@ import yaml
 from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
 from stages.common import StageError
 from stages.hardware import cpu_bf16_units, cpu_model
-from stages.params import PARAMS_FILE, validate_params
+from stages.params import PARAMS_FILE, Params, validate_params
 
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
 THROUGHPUT_ROUNDS, THROUGHPUT_EPOCHS = 3, 2
@@ -105,25 +105,31 @@ def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -
     }
 
 
+def checked_setting(section: str, key: str, value_text: str) -> tuple[object, Params]:
+    """`params.yaml` with `section.key` set to `value_text`, read as YAML as `dvc exp run -S`
+    reads it: the value and the params, checked by the schema. What either refuses is an
+    `ArgumentTypeError` in the schema's words, so argparse names the option it came from."""
+    raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
+    try:
+        value = yaml.safe_load(value_text)
+        raw.setdefault(section, {})[key] = value  # a new section: the schema names it unknown
+        return value, validate_params(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
+    except StageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+
+
 def param_setting(text: str) -> tuple[str, str, object]:
-    """A `--set` value, `section.key=value`: the value read as YAML, as `dvc exp run -S` reads
-    it, and checked by the params schema as if `params.yaml` had it."""
+    """A `--set` value, `section.key=value`, checked as if `params.yaml` had it."""
     name, equals, value_text = text.partition("=")
     section, dot, key = name.partition(".")
     if not (equals and dot and section and key):
         raise argparse.ArgumentTypeError(f"{text!r}: expected section.key=value")
     if section == "data":
         raise argparse.ArgumentTypeError("data.* is set from the DATA argument")
-    raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
-    try:
-        value = yaml.safe_load(value_text)
-        raw.setdefault(section, {})[key] = value  # a new section: the schema names it unknown
-        validate_params(raw)
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error)
-        raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
-    except StageError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+    value, _ = checked_setting(section, key, value_text)
     return section, key, value
 
 
