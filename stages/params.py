@@ -85,7 +85,7 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=65536)
     optimizer: Literal["adam", "adadelta", "sgd", "rmsprop"]
     learning_rate: Float = Field(gt=0, le=10)
-    lr_schedule: Literal["constant", "cosine"]
+    lr_schedule: Literal["constant", "cosine", "one_cycle"]
     warmup_epochs: int = Field(ge=0)
     augment_shift: Float = Field(ge=0, le=0.5)
     augment_rotation: Float = Field(ge=0, le=180)
@@ -104,6 +104,13 @@ class TrainParams(Section):
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_cycle_with_adam(self) -> TrainParams:
+        # The cycled momentum is Adam's beta_1; the other optimizers have none by that name.
+        if self.lr_schedule == "one_cycle" and self.optimizer != "adam":
+            raise ValueError(f"lr_schedule one_cycle needs optimizer adam, not {self.optimizer}")
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,9 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "rmsprop": keras.optimizers.RMSprop,
 }
+# One-cycle training's momentum (Smith 2018; fastai's defaults): Adam's β1 where the learning
+# rate is 0 and where it peaks, moving against the rate in between.
+BETA_1_AT_REST, BETA_1_AT_PEAK = 0.95, 0.85
 # NVIDIA GPUs from Ampere (compute capability 8.0) on have bfloat16 tensor cores.
 BF16_GPU_CAPABILITY = (8, 0)
 
@@ -101,7 +104,8 @@ def learning_rate(
     params: TrainParams, steps_per_epoch: int
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The learning rate, or a schedule sized to `epochs`: a linear warm-up from 0 over
-    `warmup_epochs`, then either constant or a cosine decay to 0 at the end of the last epoch."""
+    `warmup_epochs`, then either constant or a cosine decay to 0 at the end of the last epoch
+    (`cosine`, and `one_cycle`, which cycles β1 as well: `OneCycleMomentum`)."""
     if params.lr_schedule == "constant" and not params.warmup_epochs:
         return params.learning_rate
     warmup_steps = params.warmup_epochs * steps_per_epoch
@@ -113,6 +117,26 @@ def learning_rate(
         # alpha is the floor of the decay as a fraction of the peak: 1 keeps the rate constant.
         alpha=1.0 if params.lr_schedule == "constant" else 0.0,
     )
+
+
+def one_cycle_beta_1(rate: float, peak_rate: float) -> float:
+    """Adam's β1 for a learning rate of `rate`: from `BETA_1_AT_REST` at 0 down to
+    `BETA_1_AT_PEAK` at `peak_rate`, in a straight line."""
+    return BETA_1_AT_REST + (BETA_1_AT_PEAK - BETA_1_AT_REST) * rate / peak_rate
+
+
+class OneCycleMomentum(keras.callbacks.Callback):
+    """Sets the optimizer's β1 (a variable its steps read) before each step from the rate that
+    step will take: high momentum while the rate is low, low while it is high."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, peak: float):
+        super().__init__()
+        self.schedule, self.peak = schedule, peak
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        rate = self.schedule(optimizer.iterations)
+        optimizer.beta_1.assign(one_cycle_beta_1(rate, self.peak))
 
 
 def augmentation_seeds(seed: int) -> tuple[int, int, int]:
@@ -164,18 +188,19 @@ def fit(
     """
     steps_per_epoch = math.ceil(len(train[1]) / params.batch_size)
     trainer = with_augmentation(model, params)
-    optimizer = OPTIMIZERS[params.optimizer](
-        learning_rate(params, steps_per_epoch),
-        # Keras keeps the average beside the weights and writes it over them when fit ends.
-        use_ema=params.ema_momentum > 0,
-        ema_momentum=params.ema_momentum,
-    )
+    rate = learning_rate(params, steps_per_epoch)
+    # Keras keeps the average beside the weights and writes it over them when fit ends.
+    options = {"use_ema": params.ema_momentum > 0, "ema_momentum": params.ema_momentum}
+    callbacks = []
+    if params.lr_schedule == "one_cycle":  # the schema allows it with adam only
+        options["beta_1"] = keras.Variable(BETA_1_AT_REST, trainable=False, name="beta_1")
+        callbacks.append(OneCycleMomentum(rate, params.learning_rate))
+    optimizer = OPTIMIZERS[params.optimizer](rate, **options)
     trainer.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks = []
     if params.early_stopping_patience:
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True

@@ -14,7 +14,13 @@ from helpers import local_project, read_json, run_stage
 from devtools.workspace import edit_params
 from stages.params import TrainParams
 from stages.tf_setup import keras, load_model
-from stages.train import learning_rate, with_augmentation
+from stages.train import (
+    OneCycleMomentum,
+    fit,
+    learning_rate,
+    one_cycle_beta_1,
+    with_augmentation,
+)
 
 BASE = {
     "epochs": 10,
@@ -61,6 +67,52 @@ def test_warmup_then_cosine_to_zero():
 def test_warmup_then_constant():
     schedule = learning_rate(train_params(lr_schedule="constant"), steps_per_epoch=100)
     assert rates(schedule, [100, 200, 600, 1000]) == pytest.approx([0.005, 0.01, 0.01, 0.01])
+
+
+def test_one_cycle_moves_adams_beta_1_against_the_rate():
+    schedule = learning_rate(train_params(lr_schedule="one_cycle"), steps_per_epoch=100)
+    assert rates(schedule, [0, 200, 600, 1000]) == pytest.approx([0.0, 0.01, 0.005, 0.0], abs=1e-9)
+    beta_1 = [one_cycle_beta_1(rate, 0.01) for rate in rates(schedule, [0, 200, 600, 1000])]
+    assert beta_1 == pytest.approx([0.95, 0.85, 0.90, 0.95])
+
+
+def test_one_cycle_needs_adam():
+    with pytest.raises(ValueError, match="lr_schedule one_cycle needs optimizer adam, not sgd"):
+        train_params(lr_schedule="one_cycle", optimizer="sgd")
+
+
+def tiny_fit_data() -> tuple[tuple, tuple]:
+    images = np.random.default_rng(0).random((256, 28, 28, 1), dtype=np.float32)
+    labels = np.arange(256) % 10
+    return (images, labels), (images[:32], labels[:32])
+
+
+def dense_classifier() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    layers = [keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    return keras.Sequential([keras.Input((28, 28, 1)), *layers])
+
+
+def test_adam_steps_with_the_beta_1_the_callback_sets():
+    """The steps read β1 afresh, not a value fixed when fit traced them."""
+    (images, labels), _ = tiny_fit_data()
+    weights = []
+    for callbacks in ([], [OneCycleMomentum(learning_rate(train_params(), 8), 0.01)]):
+        model = dense_classifier()
+        beta_1 = keras.Variable(0.95, trainable=False)
+        model.compile(keras.optimizers.Adam(0.01, beta_1=beta_1), "sparse_categorical_crossentropy")
+        model.fit(images, labels, batch_size=32, epochs=2, callbacks=callbacks, verbose=0)
+        weights.append(model.get_weights()[0])
+    assert not np.array_equal(*weights)
+
+
+def test_fit_with_one_cycle_leaves_beta_1_where_the_last_step_put_it():
+    model = dense_classifier()
+    params = train_params(lr_schedule="one_cycle", epochs=2, warmup_epochs=1)
+    fit(model, params, *tiny_fit_data())  # 8 steps an epoch
+    last_rate = float(learning_rate(params, steps_per_epoch=8)(15))
+    assert 0 < last_rate < 0.001
+    assert float(model.optimizer.beta_1) == pytest.approx(one_cycle_beta_1(last_rate, 0.01))
 
 
 def test_warmup_must_be_shorter_than_training():
