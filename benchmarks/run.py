@@ -42,6 +42,7 @@ from devtools.workspace import PROJECT, command_env, copy_project, edit_params, 
 from stages.common import StageError
 from stages.hardware import cpu_bf16_units, cpu_model
 from stages.params import PARAMS_FILE, Params, validate_params
+from stages.paths import EVALUATE_METRICS, TRAIN_METRICS
 
 STAGES = ("download", "preprocess", "train", "evaluate", "plots")
 THROUGHPUT_ROUNDS, THROUGHPUT_EPOCHS = 3, 2
@@ -200,6 +201,21 @@ def throughput(workspace: Path, default_epochs: int) -> dict:
     }
 
 
+def run_metrics(workspace: Path) -> tuple[dict, dict]:
+    """`metrics/train.json` and `metrics/evaluate.json` as `workspace`'s last run wrote them."""
+    return tuple(
+        json.loads((workspace / path).read_text()) for path in (TRAIN_METRICS, EVALUATE_METRICS)
+    )
+
+
+def record_seed(results: dict, seed: int, train_metrics: dict, evaluate_metrics: dict) -> None:
+    """One seed's figures, into the per-seed tables of `results`. Its time too: one run's
+    training time says little on a VM whose speed changes with the host."""
+    results["test_accuracy"][str(seed)] = evaluate_metrics["test_accuracy"]
+    results["val_accuracy"][str(seed)] = train_metrics["val_accuracy"]
+    results["training_seconds"][str(seed)] = train_metrics["training_seconds"]
+
+
 def benchmark(
     data: Path, seeds: list[int], update_results: bool, settings: list[tuple[str, str, object]]
 ) -> dict:
@@ -214,6 +230,9 @@ def benchmark(
         "machine": machine(),
         "params_set": {f"{section}.{key}": value for section, key, value in settings},
         "stages": {},
+        "test_accuracy": {},
+        "val_accuracy": {},
+        "training_seconds": {},
     }
 
     for stage in STAGES:
@@ -223,16 +242,11 @@ def benchmark(
     results["repro_seconds_without_download"] = round(
         sum(results["stages"][stage]["seconds"] for stage in STAGES[1:]), 1
     )
-    results["train_metrics"] = json.loads((workspace / "metrics/train.json").read_text())
+    results["train_metrics"], first_evaluate = run_metrics(workspace)
     # What the train stage ran on and in (train.precision: auto picks by the hardware).
     results["machine"]["device"] = results["train_metrics"]["device"]
     results["machine"]["precision"] = results["train_metrics"]["precision"]
-    first_evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
-    seed = str(params["train"]["seed"])
-    results["test_accuracy"] = {seed: first_evaluate["test_accuracy"]}
-    # Per seed too: one run's training time says little on a VM whose speed changes with the host.
-    results["val_accuracy"] = {seed: results["train_metrics"]["val_accuracy"]}
-    results["training_seconds"] = {seed: results["train_metrics"]["training_seconds"]}
+    record_seed(results, params["train"]["seed"], results["train_metrics"], first_evaluate)
     if update_results:
         copy_results(workspace)
 
@@ -257,11 +271,7 @@ def benchmark(
         edit_params(workspace, "train", seed=seed)
         for stage in ("train", "evaluate"):
             run_measured([python, "-m", f"stages.{stage}"], workspace)
-        evaluate = json.loads((workspace / "metrics/evaluate.json").read_text())
-        results["test_accuracy"][str(seed)] = evaluate["test_accuracy"]
-        train_metrics = json.loads((workspace / "metrics/train.json").read_text())
-        results["val_accuracy"][str(seed)] = train_metrics["val_accuracy"]
-        results["training_seconds"][str(seed)] = train_metrics["training_seconds"]
+        record_seed(results, seed, *run_metrics(workspace))
     accuracies = list(results["test_accuracy"].values())
     results["test_accuracy_mean"] = round(statistics.mean(accuracies), 5)
 
@@ -269,9 +279,8 @@ def benchmark(
     edit_params(workspace, "train", seed=params["train"]["seed"])
     edit_params(workspace, "plots", dpi=params["plots"]["dpi"])
     run_measured([python, "-m", "dvc", "repro", "--force"], workspace)
-    rerun = json.loads((workspace / "metrics/evaluate.json").read_text())
-    results["rerun_identical"] = rerun == first_evaluate
-    rerun_train = json.loads((workspace / "metrics/train.json").read_text())
+    rerun_train, rerun_evaluate = run_metrics(workspace)
+    results["rerun_identical"] = rerun_evaluate == first_evaluate
     results["rerun_training_seconds"] = rerun_train["training_seconds"]
     shutil.rmtree(workspace.parent)
     results["machine_load"] = other_load(cpu_before, time.perf_counter() - started)
