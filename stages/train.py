@@ -127,16 +127,16 @@ def one_cycle_beta_1(rate: float, peak_rate: float) -> float:
 
 class OneCycleMomentum(keras.callbacks.Callback):
     """Sets the optimizer's β1 (a variable its steps read) before each step from the rate that
-    step will take: high momentum while the rate is low, low while it is high."""
+    step will take (the optimizer's own schedule at its step count): high momentum while the
+    rate is low, low while it is high."""
 
-    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, peak: float):
+    def __init__(self, peak: float):
         super().__init__()
-        self.schedule, self.peak = schedule, peak
+        self.peak = peak
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
-        rate = self.schedule(optimizer.iterations)
-        optimizer.beta_1.assign(one_cycle_beta_1(rate, self.peak))
+        optimizer.beta_1.assign(one_cycle_beta_1(optimizer.learning_rate, self.peak))
 
 
 def augmentation_seeds(seed: int) -> tuple[int, int, int]:
@@ -194,7 +194,7 @@ def fit(
     callbacks = []
     if params.lr_schedule == "one_cycle":  # the schema allows it with adam only
         options["beta_1"] = keras.Variable(BETA_1_AT_REST, trainable=False, name="beta_1")
-        callbacks.append(OneCycleMomentum(rate, params.learning_rate))
+        callbacks.append(OneCycleMomentum(params.learning_rate))
     optimizer = OPTIMIZERS[params.optimizer](rate, **options)
     trainer.compile(
         optimizer=optimizer,

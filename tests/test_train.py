@@ -97,10 +97,11 @@ def test_adam_steps_with_the_beta_1_the_callback_sets():
     """The steps read β1 afresh, not a value fixed when fit traced them."""
     (images, labels), _ = tiny_fit_data()
     weights = []
-    for callbacks in ([], [OneCycleMomentum(learning_rate(train_params(), 8), 0.01)]):
+    for callbacks in ([], [OneCycleMomentum(0.01)]):
         model = dense_classifier()
         beta_1 = keras.Variable(0.95, trainable=False)
-        model.compile(keras.optimizers.Adam(0.01, beta_1=beta_1), "sparse_categorical_crossentropy")
+        adam = keras.optimizers.Adam(learning_rate(train_params(), 8), beta_1=beta_1)
+        model.compile(adam, "sparse_categorical_crossentropy")
         model.fit(images, labels, batch_size=32, epochs=2, callbacks=callbacks, verbose=0)
         weights.append(model.get_weights()[0])
     assert not np.array_equal(*weights)
