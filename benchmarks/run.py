@@ -9,8 +9,9 @@ each stage's wall time and peak memory (run as `python -m stages.<name>`, start-
 a no-op `dvc repro`; a `dvc repro` after editing `plots.dpi` (and which stages it ran); the train
 stage's time per step against a plain Keras script training the same model on the same arrays
 (`benchmarks/plain_keras.py`), both for the same two epochs, alternated three times; the test
-accuracy, also for each extra seed; and whether a `dvc repro -f` with the default params again
-gives the same `metrics/evaluate.json`. It names the machine: the CPU, whether it has bfloat16
+and validation accuracy and the training seconds, also for each extra seed; and whether a
+`dvc repro -f` with the default params again gives the same `metrics/evaluate.json` (and its
+training seconds). It names the machine: the CPU, whether it has bfloat16
 matrix units, the precision trained in, and the CPU time that other processes took meanwhile.
 
 `--set section.key=value` (as `dvc exp run -S` takes it) changes a param of the copy first.
