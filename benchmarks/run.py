@@ -9,10 +9,11 @@ each stage's wall time and peak memory (run as `python -m stages.<name>`, start-
 a no-op `dvc repro`; a `dvc repro` after editing `plots.dpi` (and which stages it ran); the train
 stage's time per step against a plain Keras script training the same model on the same arrays
 (`benchmarks/plain_keras.py`), both for the same two epochs, alternated three times; the test
-and validation accuracy and the training seconds, also for each extra seed; and whether a
-`dvc repro -f` with the default params again gives the same `metrics/evaluate.json` (and its
-training seconds). It names the machine: the CPU, whether it has bfloat16
-matrix units, the precision trained in, and the CPU time that other processes took meanwhile.
+accuracy, the validation accuracy and loss and the training seconds, also for each extra seed;
+and whether a `dvc repro -f` with the default params again gives the same
+`metrics/evaluate.json` (and its training seconds). It names the machine: the CPU, whether it
+has bfloat16 matrix units, the precision trained in, and the CPU time that other processes took
+meanwhile.
 
 `--set section.key=value` (as `dvc exp run -S` takes it) changes a param of the copy first.
 Writes `benchmarks/results.md` (or `--output`) and a `.json` beside it. With `--update-results`,
@@ -210,10 +211,12 @@ def run_metrics(workspace: Path) -> tuple[dict, dict]:
 
 
 def record_seed(results: dict, seed: int, train_metrics: dict, evaluate_metrics: dict) -> None:
-    """One seed's figures, into the per-seed tables of `results`. Its time too: one run's
-    training time says little on a VM whose speed changes with the host."""
+    """One seed's figures, into the per-seed tables of `results`. The validation loss too, which
+    a recipe's rule compares with the accuracy; and the time: one run's training time says little
+    on a VM whose speed changes with the host."""
     results["test_accuracy"][str(seed)] = evaluate_metrics["test_accuracy"]
     results["val_accuracy"][str(seed)] = train_metrics["val_accuracy"]
+    results["val_loss"][str(seed)] = train_metrics["val_loss"]
     results["training_seconds"][str(seed)] = train_metrics["training_seconds"]
 
 
@@ -233,6 +236,7 @@ def benchmark(
         "stages": {},
         "test_accuracy": {},
         "val_accuracy": {},
+        "val_loss": {},
         "training_seconds": {},
     }
 
@@ -340,6 +344,7 @@ def markdown(results: dict) -> str:
         f"| test accuracy | {by_seed(results['test_accuracy'], 4)}; "
         f"mean {results['test_accuracy_mean']:.4f} |",
         f"| validation accuracy | {by_seed(results['val_accuracy'], 4)} |",
+        f"| validation loss | {by_seed(results['val_loss'], 4)} |",
         f"| training seconds (`training_seconds`) | {by_seed(results['training_seconds'], 1)}; "
         f"{results['rerun_training_seconds']:.1f} (seed {first_seed} again, `dvc repro -f`) |",
         f"| epochs run, kept | {epochs} |",

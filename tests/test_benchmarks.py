@@ -9,7 +9,7 @@ import pytest
 from helpers import run_command
 
 from benchmarks.precision import describe_conv_blocks
-from benchmarks.run import copy_results, markdown, param_setting
+from benchmarks.run import copy_results, markdown, param_setting, record_seed
 from devtools.workspace import PROJECT
 from stages.params import ConvBlock, load_params
 
@@ -225,10 +225,24 @@ def benchmark_results() -> dict:
         "test_accuracy": {"42": 0.99, "43": 0.988},
         "test_accuracy_mean": 0.989,
         "val_accuracy": {"42": 0.995, "43": 0.9962},
+        "val_loss": {"42": 0.01191, "43": 0.0145},
         "training_seconds": {"42": 166.6, "43": 205},
         "rerun_training_seconds": 170.04,
         "train_metrics": {"epochs_run": 6, "best_epoch": 6},
         "rerun_identical": True,
+    }
+
+
+def test_record_seed_keeps_each_seeds_figures_from_its_metrics_files():
+    results = {"test_accuracy": {}, "val_accuracy": {}, "val_loss": {}, "training_seconds": {}}
+    train = {"val_accuracy": 0.9964, "val_loss": 0.0119, "training_seconds": 233.9}
+    record_seed(results, 42, train, {"test_accuracy": 0.9956, "test_loss": 0.0131})
+    record_seed(results, 43, {**train, "val_loss": 0.0145}, {"test_accuracy": 0.9957})
+    assert results == {
+        "test_accuracy": {"42": 0.9956, "43": 0.9957},
+        "val_accuracy": {"42": 0.9964, "43": 0.9964},
+        "val_loss": {"42": 0.0119, "43": 0.0145},
+        "training_seconds": {"42": 233.9, "43": 233.9},
     }
 
 
@@ -247,5 +261,6 @@ def test_run_benchmark_table_gives_every_seeds_figures_and_training_time():
     table = markdown(benchmark_results())
     assert "| test accuracy | 0.9900 (seed 42), 0.9880 (seed 43); mean 0.9890 |" in table
     assert "| validation accuracy | 0.9950 (seed 42), 0.9962 (seed 43) |" in table
+    assert "| validation loss | 0.0119 (seed 42), 0.0145 (seed 43) |" in table
     times = "166.6 (seed 42), 205.0 (seed 43); 170.0 (seed 42 again, `dvc repro -f`) |"
     assert f"| training seconds (`training_seconds`) | {times}" in table
