@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.run import checked_setting, cpu_seconds, machine, other_load
+from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
 from stages.params import ConvBlock, load_params
 
@@ -165,7 +165,7 @@ def machine_line(results: dict) -> str:
     m = results["machine"]
     return (
         f"Measured {results['date']} on {m['cpu']} (bfloat16 units: "
-        f"{', '.join(m['bf16_units']) or 'none'}), {m['cores']} cores, {m['system']}; "
+        f"{', '.join(m['bf16_units']) or 'none'}), {cores(m)}, {m['system']}; "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. {results['steps']} steps per "
         f"measurement after {WARMUP_STEPS} warm-up steps, {results['rounds']} rounds alternated."
     )

@@ -93,6 +93,12 @@ def cpu_seconds() -> tuple[float, float, float] | None:
     return (user + nice + system + irq + softirq) / ticks, steal / ticks, own_seconds
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on: fewer than the machine has where it is pinned to some
+    (`taskset -c 0,1`, so that two cores of a larger machine stand in for a 2-core VM)."""
+    return len(os.sched_getaffinity(0))
+
+
 def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -> dict | None:
     """How much of the machine was not the benchmark's over a run: the CPU seconds that other
     processes used and that the hypervisor stole, against the wall time × cores available."""
@@ -102,7 +108,7 @@ def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -
     busy, stolen, own = (end - start for start, end in zip(before, after, strict=True))
     return {
         "wall_seconds": round(wall_seconds),
-        "core_seconds": round(wall_seconds * os.cpu_count()),
+        "core_seconds": round(wall_seconds * available_cores()),
         "other_processes_cpu_seconds": round(max(0.0, busy - own)),
         "stolen_cpu_seconds": round(stolen),
     }
@@ -151,7 +157,8 @@ def machine() -> dict:
     return {
         "cpu": cpu_model(),
         "bf16_units": cpu_bf16_units(),
-        "cores": os.cpu_count(),
+        "cores": available_cores(),
+        "machine_cpus": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "system": platform.platform(),
         "python": platform.python_version(),
@@ -292,6 +299,14 @@ def benchmark(
     return results
 
 
+def cores(machine: dict) -> str:
+    """How many cores a benchmark ran on, and the machine's CPUs where it was pinned to fewer."""
+    text = f"{machine['cores']} core{'s' if machine['cores'] != 1 else ''}"
+    if machine["cores"] != machine.get("machine_cpus", machine["cores"]):
+        text += f" (pinned to them: the machine has {machine['machine_cpus']} CPUs)"
+    return text
+
+
 def by_seed(values: dict[str, float], digits: int) -> str:
     return ", ".join(f"{value:.{digits}f} (seed {seed})" for seed, value in values.items())
 
@@ -304,7 +319,7 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     bf16 = ", ".join(m["bf16_units"]) or "none"
     lines = [
-        f"Measured {results['date']} on {m['cpu']} (bfloat16 units: {bf16}), {m['cores']} cores, "
+        f"Measured {results['date']} on {m['cpu']} (bfloat16 units: {bf16}), {cores(m)}, "
         f"{m['memory_gb']} GB, {m['system']}; trained on {m['device']} in {m['precision']}; "
         f"Python {m['python']}, TensorFlow "
         f"{m['tensorflow']}, Keras {m['keras']}, DVC {m['dvc']}.",

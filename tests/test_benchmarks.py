@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from helpers import run_command
 
 from benchmarks.precision import describe_conv_blocks
-from benchmarks.run import copy_results, markdown, param_setting, record_seed
+from benchmarks.run import copy_results, machine, markdown, param_setting, record_seed
 from devtools.workspace import PROJECT
 from stages.params import ConvBlock, load_params
 
@@ -264,3 +265,24 @@ def test_run_benchmark_table_gives_every_seeds_figures_and_training_time():
     assert "| validation loss | 0.0119 (seed 42), 0.0145 (seed 43) |" in table
     times = "166.6 (seed 42), 205.0 (seed 43); 170.0 (seed 42 again, `dvc repro -f`) |"
     assert f"| training seconds (`training_seconds`) | {times}" in table
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin to 1")
+def test_benchmark_names_the_cores_it_was_pinned_to_not_the_machines():
+    """Two cores of a larger machine (`taskset -c 0,1`) stand in for a 2-core VM: the table must
+    say 2 cores, and that the machine has more."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        pinned = machine()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert pinned["cores"] == 1 and pinned["machine_cpus"] == os.cpu_count()
+    results = benchmark_results()
+    results["machine"].update(cores=1, machine_cpus=16)
+    assert (
+        "AMD EPYC (bfloat16 units: avx512_bf16), 1 core (pinned to them: the machine has 16 "
+        "CPUs), 23.5 GB" in markdown(results)
+    )
+    results["machine"].update(cores=16)
+    assert "avx512_bf16), 16 cores, 23.5 GB" in markdown(results)
