@@ -153,6 +153,16 @@ def make_workspace(data: Path) -> Path:
     return workspace
 
 
+def tensorflow_version() -> str:
+    """TensorFlow's version, read without importing it; where the CPU-only package
+    `tensorflow-cpu` (the same TensorFlow without the CUDA kernels) is what is installed, it says
+    so."""
+    try:
+        return importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        return f"{importlib.metadata.version('tensorflow-cpu')} (tensorflow-cpu)"
+
+
 def machine() -> dict:
     return {
         "cpu": cpu_model(),
@@ -162,7 +172,7 @@ def machine() -> dict:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "system": platform.platform(),
         "python": platform.python_version(),
-        "tensorflow": importlib.metadata.version("tensorflow"),
+        "tensorflow": tensorflow_version(),
         "keras": importlib.metadata.version("keras"),
         "dvc": importlib.metadata.version("dvc"),
     }
