@@ -57,7 +57,7 @@ def default_trainer(
     import numpy as np
 
     from stages.model import build_model
-    from stages.tf_setup import keras, seed_everything, tf
+    from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
 
     params = load_params("train", PROJECT)
@@ -76,8 +76,8 @@ def default_trainer(
     random = np.random.default_rng(0)
     images = random.random((batch_size * 8, 28, 28, 1), dtype=np.float32)
     labels = random.integers(0, 10, batch_size * 8)
-    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size).repeat()
-    return model, trainer, batches
+    # The train stage's input pipeline, repeated: the steps are timed as training runs them.
+    return model, trainer, batches(images, labels, batch_size=batch_size).repeat()
 
 
 def time_steps(

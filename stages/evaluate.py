@@ -16,7 +16,7 @@ from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
 from stages.paths import CONFIDENT_MISTAKES, EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import load_model
+from stages.tf_setup import batches, load_model
 
 GALLERY_SIZE = 24
 
@@ -47,7 +47,7 @@ def main() -> None:
     params = load_params("evaluate").evaluate
     images, labels = load_split("test")
     model = load_model(MODEL)
-    probabilities = model.predict(images, batch_size=params.batch_size, verbose=0)
+    probabilities = model.predict(batches(images, batch_size=params.batch_size), verbose=0)
     labels = labels.astype(np.int64)
     metrics = score(probabilities, labels)
     predicted = probabilities.argmax(axis=1)

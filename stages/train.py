@@ -29,7 +29,7 @@ from stages.model import build_ensemble, build_model, with_test_time_augmentatio
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import keras, seed_everything, tf
+from stages.tf_setup import batches, keras, seed_everything, tf
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 HISTORY_COLUMNS = ("member", "epoch", *EPOCH_METRICS)
@@ -207,10 +207,9 @@ def fit(
         )
         callbacks.append(stopper)
     result = trainer.fit(
-        *train,
-        validation_data=val,
+        batches(*train, batch_size=params.batch_size, shuffle_seed=params.seed),
+        validation_data=batches(*val, batch_size=params.batch_size),
         epochs=params.epochs,
-        batch_size=params.batch_size,
         callbacks=callbacks,
         verbose=2,
     )
@@ -241,7 +240,7 @@ def kept_metrics(history: list[dict[str, float]], kept_epoch: int) -> dict[str, 
 def validation_metrics(model: keras.Model, val: tuple, batch_size: int) -> dict[str, float]:
     """`model`'s accuracy and loss on the validation split, as evaluate scores the test split."""
     images, labels = val
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    probabilities = model.predict(batches(images, batch_size=batch_size), verbose=0)
     accuracy, loss = accuracy_and_loss(probabilities, labels)
     return {"val_accuracy": accuracy, "val_loss": loss}
 

@@ -24,13 +24,15 @@ run("train", train.main)
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
     """Tiny processed data, and a run with augmentation, a warm-up and cosine schedule and an
-    ensemble of two: what a strategy must keep working."""
+    ensemble of two: what a strategy must keep working. Five epochs, where the validation
+    accuracy has levelled off: after three, a mere change of the order of the batches moved a
+    member's by up to 15 of the 100 images, one device or two."""
     repo = tmp_path_factory.mktemp("distribute") / "repo"
     local_project(repo, 600, 200)
     edit_params(
         repo,
         "train",
-        epochs=3,
+        epochs=5,
         lr_schedule="cosine",
         warmup_epochs=1,
         augment_rotation=5,
@@ -58,7 +60,7 @@ def test_mirrored_over_two_devices_learns_as_one_device_does(project):
     # Not the same run: two replicas draw their own dropout and sum gradients in another order.
     assert mirrored["val_loss"] != alone["val_loss"]
     for member in ("1", "2"):
-        assert mirrored["members"][member]["epochs_run"] == 3
+        assert mirrored["members"][member]["epochs_run"] == 5
     run_stage(project, "evaluate")  # the saved model is an ordinary one
     assert read_json(project / "metrics/evaluate.json")["test_accuracy"] > 0.8
 
