@@ -2,18 +2,21 @@
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
                                    [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
-                                   [--onednn default 1] [--rounds 3] [--steps 30]
+                                   [--onednn default 1] [--pipelines stage keras]
+                                   [--rounds 3] [--steps 30]
 
-Each measurement is a fresh process that builds the model and augmentation `params.yaml`
-describes, with the train stage's own code, in the given precision (Keras' global dtype
-policy) and with `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by
-the CPU). A width other than 1 scales the filters of every conv block (0.5: half as many), and
-`--conv-blocks` replaces `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a
-YAML list, written as for `dvc exp run -S model.conv_blocks=...`), so the cost of another model
-can be measured before any training. It trains a few warm-up steps on random images, then times
-`--steps` more. The variants run in turn, round after round (A B C A B C ...), so a slow spell
-of the machine hits them alike; the table gives every time and the median of each, and names
-the machine: the CPU, its bfloat16 units, and the CPU time other processes took meanwhile.
+Each measurement is a fresh process that builds the model and augmentation `params.yaml` describes,
+with the train stage's own code, in the given precision (Keras' global dtype policy) and with
+`TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by the CPU), and fed by
+the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`; `keras`: the one
+Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
+other than 1 scales the filters of every conv block (0.5: half as many), and `--conv-blocks`
+replaces `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as
+for `dvc exp run -S model.conv_blocks=...`), so the cost of another model can be measured before any
+training. It trains a few warm-up steps on random images, then times `--steps` more. The variants
+run in turn, round after round (A B C A B C ...), so a slow spell of the machine hits them alike;
+the table gives every time and the median of each, and names the machine: the CPU, its bfloat16
+units, and the CPU time other processes took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -39,6 +42,8 @@ if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
 
 WARMUP_STEPS = 5
+# `--pipelines` values, as the table names them.
+PIPELINES = {"stage": "train stage's", "keras": "Keras' from arrays (autotuned)"}
 # `--conv-blocks` value that keeps `params.yaml`'s.
 PARAMS_BLOCKS = "params"
 
@@ -81,13 +86,33 @@ def default_trainer(
 
 
 def time_steps(
-    precision: str, batch_size: int, width: float, conv_blocks: list[ConvBlock], steps: int
+    precision: str,
+    batch_size: int,
+    width: float,
+    conv_blocks: list[ConvBlock],
+    steps: int,
+    pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
     model, trainer, batches = default_trainer(precision, batch_size, width, conv_blocks)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
+    if pipeline == "keras":
+        return arrays_fit_ms_per_step(trainer, batch_size, steps), model.count_params()
     return fit_ms_per_step(trainer, batches, steps), model.count_params()
+
+
+def arrays_fit_ms_per_step(trainer: keras.Model, batch_size: int, steps: int) -> float:
+    """Milliseconds per step of `fit` given arrays of `steps` random batches, which it feeds
+    through the input pipeline Keras builds for them (shuffled, tf.data autotuned)."""
+    import numpy as np
+
+    random = np.random.default_rng(1)
+    images = random.random((batch_size * steps, 28, 28, 1), dtype=np.float32)
+    labels = random.integers(0, 10, batch_size * steps)
+    started = time.perf_counter()
+    trainer.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0)
+    return (time.perf_counter() - started) / steps * 1000
 
 
 def fit_ms_per_step(trainer: keras.Model, batches: tf.data.Dataset, steps: int) -> float:
@@ -104,6 +129,7 @@ def measure(
     conv_blocks: list[ConvBlock],
     onednn: str,
     steps: int,
+    pipeline: str,
 ) -> tuple[float, int]:
     """`time_steps` in a fresh process, with `TF_ENABLE_ONEDNN_OPTS` set before TF loads."""
     env = command_env()
@@ -112,7 +138,7 @@ def measure(
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
-    args += [str(batch_size), str(width), blocks, str(steps)]
+    args += [str(batch_size), str(width), blocks, str(steps), pipeline]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -188,15 +214,16 @@ def markdown(results: dict) -> str:
         machine_line(results),
         "",
         "| precision | batch | width (parameters) | conv blocks | TF_ENABLE_ONEDNN_OPTS "
-        "| ms per step | median | ms per image |",
-        "|---|---|---|---|---|---|---|---|",
+        "| input pipeline | ms per step | median | ms per image |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
         times = ", ".join(f"{ms:.1f}" for ms in row["ms_per_step"])
         lines.append(
             f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
-            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['onednn']} | {times} | "
+            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['onednn']} | "
+            f"{PIPELINES[row['pipeline']]} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
     return "\n".join(lines + load_lines(results["machine_load"])) + "\n"
@@ -209,17 +236,19 @@ def main() -> None:
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
+    parser.add_argument("--pipelines", nargs="+", default=["stage"], choices=list(PIPELINES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
-    # The measuring child's entry point: PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON STEPS.
-    parser.add_argument("--time-steps", nargs=5, help=argparse.SUPPRESS)
+    # The measuring child's entry point:
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON STEPS PIPELINE.
+    parser.add_argument("--time-steps", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, steps = args.time_steps
+        precision, batch_size, width, blocks, steps, pipeline = args.time_steps
         conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
         ms, parameters = time_steps(
-            precision, int(batch_size), float(width), conv_blocks, int(steps)
+            precision, int(batch_size), float(width), conv_blocks, int(steps), pipeline
         )
         print(f"{ms:.3f} {parameters}")
         return
@@ -227,7 +256,7 @@ def main() -> None:
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
-        args.precisions, args.batch_sizes, args.widths, conv_blocks, args.onednn
+        args.precisions, args.batch_sizes, args.widths, conv_blocks, args.onednn, args.pipelines
     )
     variants = [
         {
@@ -237,16 +266,18 @@ def main() -> None:
             "blocks": c,
             "conv_blocks": describe_conv_blocks(c),
             "onednn": o,
+            "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, c, o in combinations
+        for p, b, w, c, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
             print(
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
                 f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
-                f"{variant['conv_blocks']}, oneDNN {variant['onednn']}",
+                f"{variant['conv_blocks']}, oneDNN {variant['onednn']}, input "
+                f"{variant['pipeline']}",
                 file=sys.stderr,
             )
             ms, variant["parameters"] = measure(
@@ -256,6 +287,7 @@ def main() -> None:
                 variant["blocks"],
                 variant["onednn"],
                 args.steps,
+                variant["pipeline"],
             )
             variant["ms_per_step"].append(ms)
     results = {

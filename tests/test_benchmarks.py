@@ -22,11 +22,12 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     blocks = describe_conv_blocks(load_params("train", PROJECT).model.conv_blocks)
+    rest = "oneDNN default, input stage"
     assert order == [
-        f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, oneDNN default",
-        f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, oneDNN default",
-        f"round 2 of 2: float32, batch 4, width 1, conv blocks {blocks}, oneDNN default",
-        f"round 2 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, oneDNN default",
+        f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
+        f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, {rest}",
+        f"round 2 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
+        f"round 2 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, {rest}",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     assert [row[1] for row in rows] == ["4", "4"]
@@ -35,9 +36,10 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
     assert half < full  # the narrower model was the one timed
     for row in rows:
-        times = [float(ms) for ms in row[5].split(", ")]
+        assert row[5] == "train stage's"
+        times = [float(ms) for ms in row[6].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[6]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[7]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
 
 
@@ -54,6 +56,33 @@ def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_
     assert described == [describe_conv_blocks(blocks), "8 pool"]
     # conv 3x3x8 (80) → 13x13x8 after the pool → dense 128 (173,184) → dense 10 (1,290)
     assert rows[1][2] == "1 (174,554)"
+
+
+def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tmp_path):
+    """The stage's pipeline turns tf.data's autotuning off; the benchmark can time the one Keras
+    builds from arrays beside it, in the same child, steps and model."""
+    table = tmp_path / "precision.md"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--pipelines", "stage", "keras"]
+    args += ["--rounds", "1", "--steps", "3", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    assert [line.rsplit(", ", 1)[1] for line in result.stderr.splitlines()] == [
+        "input stage",
+        "input keras",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[5] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
+    assert all(float(row[7]) > 0 for row in rows)
+
+
+def test_arrays_fit_trains_the_steps_it_times():
+    from benchmarks.precision import arrays_fit_ms_per_step, default_trainer
+    from stages.tf_setup import keras
+
+    _, trainer, _ = default_trainer("float32", batch_size=4)
+    before = int(trainer.optimizer.iterations)
+    assert arrays_fit_ms_per_step(trainer, batch_size=4, steps=3) > 0
+    assert int(trainer.optimizer.iterations) - before == 3
+    keras.backend.clear_session()  # layer names start afresh for the tests that read them
 
 
 def test_conv_blocks_are_described_as_the_readme_writes_a_model():
