@@ -1,4 +1,5 @@
-"""Import Keras on TensorFlow without its start-up log noise. Only train and evaluate use it.
+"""Import Keras on TensorFlow without its start-up log noise; load a model; and the input
+pipeline that feeds train and evaluate. Only train, evaluate and the predict command use it.
 
 Importing TensorFlow costs seconds, which is why the other stages never import this module.
 """
