@@ -68,10 +68,10 @@ def batches(
 
     This is the input pipeline that `fit` and `predict` would build from the arrays themselves,
     but without tf.data's autotuning, which Keras turns on there: on 2 cores the autotuner held
-    every training step of whole epochs at 51.1 ms where one takes 25-35 ms without it (README:
-    Results). So one batch is prepared ahead, by one thread. Batches gather from the arrays by
-    shuffled indices, as Keras does, and tf.data's graph rewrites stay off, as Keras keeps them,
-    since they would serialise the captured arrays.
+    every training step of whole epochs at 51.1 ms where one takes 25-40 ms without it (README:
+    The input pipeline). So one batch is prepared ahead, by one thread. Batches gather from the
+    arrays by shuffled indices, as Keras does, and tf.data's graph rewrites stay off, as Keras
+    keeps them, since they would serialise the captured arrays.
     """
     arrays = tuple(tf.convert_to_tensor(a) for a in (images, labels) if a is not None)
     order = tf.data.Dataset.range(len(images))
