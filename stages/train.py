@@ -209,6 +209,7 @@ def fit(
     result = trainer.fit(
         batches(*train, batch_size=params.batch_size, shuffle_seed=params.seed),
         validation_data=batches(*val, batch_size=params.batch_size),
+        shuffle=False,  # the batches come shuffled; Keras cannot shuffle a dataset, and warns
         epochs=params.epochs,
         callbacks=callbacks,
         verbose=2,
