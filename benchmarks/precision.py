@@ -34,8 +34,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
+from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
 from stages.params import ConvBlock, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
@@ -59,8 +62,6 @@ def default_trainer(
     code in `precision`; and random batches to fit it on. Returns (model, trainer, batches). It
     imports TensorFlow, so only a measuring process calls it (TensorFlow reads its options at
     import)."""
-    import numpy as np
-
     from stages.model import build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
@@ -78,11 +79,17 @@ def default_trainer(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
         loss="sparse_categorical_crossentropy",
     )
-    random = np.random.default_rng(0)
-    images = random.random((batch_size * 8, 28, 28, 1), dtype=np.float32)
-    labels = random.integers(0, 10, batch_size * 8)
+    images, labels = random_digits(batch_size * 8, seed=0)
     # The train stage's input pipeline, repeated: the steps are timed as training runs them.
     return model, trainer, batches(images, labels, batch_size=batch_size).repeat()
+
+
+def random_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random images of MNIST's shape and labels for them: what a step costs does not
+    depend on what the pixels show."""
+    random = np.random.default_rng(seed)
+    images = random.random((count, *IMAGE_SHAPE), dtype=np.float32)
+    return images, random.integers(0, NUM_CLASSES, count)
 
 
 def time_steps(
@@ -105,11 +112,7 @@ def time_steps(
 def arrays_fit_ms_per_step(trainer: keras.Model, batch_size: int, steps: int) -> float:
     """Milliseconds per step of `fit` given arrays of `steps` random batches, which it feeds
     through the input pipeline Keras builds for them (shuffled, tf.data autotuned)."""
-    import numpy as np
-
-    random = np.random.default_rng(1)
-    images = random.random((batch_size * steps, 28, 28, 1), dtype=np.float32)
-    labels = random.integers(0, 10, batch_size * steps)
+    images, labels = random_digits(batch_size * steps, seed=1)
     started = time.perf_counter()
     trainer.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0)
     return (time.perf_counter() - started) / steps * 1000

@@ -312,7 +312,7 @@ def benchmark(
 def cores(machine: dict) -> str:
     """How many cores a benchmark ran on, and the machine's CPUs where it was pinned to fewer."""
     text = f"{machine['cores']} core{'s' if machine['cores'] != 1 else ''}"
-    if machine["cores"] != machine.get("machine_cpus", machine["cores"]):
+    if machine["cores"] != machine["machine_cpus"]:
         text += f" (pinned to them: the machine has {machine['machine_cpus']} CPUs)"
     return text
 

@@ -237,6 +237,7 @@ def benchmark_results() -> dict:
             "cpu": "AMD EPYC",
             "bf16_units": ["avx512_bf16"],
             "cores": 2,
+            "machine_cpus": 2,
             "memory_gb": 23.5,
             "system": "Linux",
             "device": "cpu: AMD EPYC",
