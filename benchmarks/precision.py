@@ -2,6 +2,7 @@
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
                                    [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
+                                   [--batch-norm off on]
                                    [--onednn default 1] [--pipelines stage keras]
                                    [--rounds 3] [--steps 30]
 
@@ -10,13 +11,14 @@ with the train stage's own code, in the given precision (Keras' global dtype pol
 `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by the CPU), and fed by
 the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`; `keras`: the one
 Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
-other than 1 scales the filters of every conv block (0.5: half as many), and `--conv-blocks`
-replaces `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as
-for `dvc exp run -S model.conv_blocks=...`), so the cost of another model can be measured before any
-training. It trains a few warm-up steps on random images, then times `--steps` more. The variants
-run in turn, round after round (A B C A B C ...), so a slow spell of the machine hits them alike;
-the table gives every time and the median of each, and names the machine: the CPU, its bfloat16
-units, and the CPU time other processes took meanwhile.
+other than 1 scales the filters of every conv block (0.5: half as many), `--conv-blocks` replaces
+`model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
+`dvc exp run -S model.conv_blocks=...`) and `--batch-norm` sets `model.batch_norm` (default: as
+`params.yaml` has it), so the cost of another model can be measured before any training. It trains
+a few warm-up steps on random images, then times `--steps` more. The variants run in turn, round
+after round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives every
+time and the median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time
+other processes took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -49,6 +51,8 @@ WARMUP_STEPS = 5
 PIPELINES = {"stage": "train stage's", "keras": "Keras' from arrays (autotuned)"}
 # `--conv-blocks` value that keeps `params.yaml`'s.
 PARAMS_BLOCKS = "params"
+# `--batch-norm` values, as the table names them: `model.batch_norm` off or on.
+BATCH_NORM = {"off": False, "on": True}
 
 
 def default_trainer(
@@ -56,12 +60,13 @@ def default_trainer(
     batch_size: int,
     width: float = 1.0,
     conv_blocks: list[ConvBlock] | None = None,
+    batch_norm: bool | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks` in place of its own,
-    if given), its conv filters scaled by `width`, built and compiled by the train stage's own
-    code in `precision`; and random batches to fit it on. Returns (model, trainer, batches). It
-    imports TensorFlow, so only a measuring process calls it (TensorFlow reads its options at
-    import)."""
+    """The model and augmentation `params.yaml` describes (with `conv_blocks` and `batch_norm` in
+    place of its own, if given), its conv filters scaled by `width`, built and compiled by the
+    train stage's own code in `precision`; and random batches to fit it on. Returns (model,
+    trainer, batches). It imports TensorFlow, so only a measuring process calls it (TensorFlow
+    reads its options at import)."""
     from stages.model import build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
@@ -73,7 +78,11 @@ def default_trainer(
     ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
-    model = build_model(params.model.model_copy(update={"conv_blocks": blocks}))
+    if batch_norm is None:
+        batch_norm = params.model.batch_norm
+    model = build_model(
+        params.model.model_copy(update={"conv_blocks": blocks, "batch_norm": batch_norm})
+    )
     trainer = with_augmentation(model, params.train)
     trainer.compile(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
@@ -97,12 +106,13 @@ def time_steps(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
+    batch_norm: bool,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
-    model, trainer, batches = default_trainer(precision, batch_size, width, conv_blocks)
+    model, trainer, batches = default_trainer(precision, batch_size, width, conv_blocks, batch_norm)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
         return arrays_fit_ms_per_step(trainer, batch_size, steps), model.count_params()
@@ -130,6 +140,7 @@ def measure(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
+    batch_norm: bool,
     onednn: str,
     steps: int,
     pipeline: str,
@@ -141,7 +152,7 @@ def measure(
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
-    args += [str(batch_size), str(width), blocks, str(steps), pipeline]
+    args += [str(batch_size), str(width), blocks, json.dumps(batch_norm), str(steps), pipeline]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -216,17 +227,17 @@ def markdown(results: dict) -> str:
     lines = [
         machine_line(results),
         "",
-        "| precision | batch | width (parameters) | conv blocks | TF_ENABLE_ONEDNN_OPTS "
-        "| input pipeline | ms per step | median | ms per image |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| precision | batch | width (parameters) | conv blocks | batch-norm "
+        "| TF_ENABLE_ONEDNN_OPTS | input pipeline | ms per step | median | ms per image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
         times = ", ".join(f"{ms:.1f}" for ms in row["ms_per_step"])
         lines.append(
             f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
-            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['onednn']} | "
-            f"{PIPELINES[row['pipeline']]} | {times} | "
+            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['batch_norm']} | "
+            f"{row['onednn']} | {PIPELINES[row['pipeline']]} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
     return "\n".join(lines + load_lines(results["machine_load"])) + "\n"
@@ -238,28 +249,43 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
+    parser.add_argument("--batch-norm", nargs="+", choices=list(BATCH_NORM))
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--pipelines", nargs="+", default=["stage"], choices=list(PIPELINES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
     # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON STEPS PIPELINE.
-    parser.add_argument("--time-steps", nargs=6, help=argparse.SUPPRESS)
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON BATCH_NORM_JSON STEPS PIPELINE.
+    parser.add_argument("--time-steps", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, steps, pipeline = args.time_steps
+        precision, batch_size, width, blocks, batch_norm, steps, pipeline = args.time_steps
         conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
         ms, parameters = time_steps(
-            precision, int(batch_size), float(width), conv_blocks, int(steps), pipeline
+            precision,
+            int(batch_size),
+            float(width),
+            conv_blocks,
+            json.loads(batch_norm),
+            int(steps),
+            pipeline,
         )
         print(f"{ms:.3f} {parameters}")
         return
     conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_BLOCKS)]
+    params_batch_norm = load_params("train", PROJECT).model.batch_norm
+    batch_norms = [BATCH_NORM[name] for name in args.batch_norm or []] or [params_batch_norm]
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
-        args.precisions, args.batch_sizes, args.widths, conv_blocks, args.onednn, args.pipelines
+        args.precisions,
+        args.batch_sizes,
+        args.widths,
+        conv_blocks,
+        batch_norms,
+        args.onednn,
+        args.pipelines,
     )
     variants = [
         {
@@ -268,18 +294,20 @@ def main() -> None:
             "width": w,
             "blocks": c,
             "conv_blocks": describe_conv_blocks(c),
+            "batch_norm": "on" if n else "off",
             "onednn": o,
             "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, c, o, i in combinations
+        for p, b, w, c, n, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
             print(
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
                 f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
-                f"{variant['conv_blocks']}, oneDNN {variant['onednn']}, input "
+                f"{variant['conv_blocks']}, batch-norm {variant['batch_norm']}, oneDNN "
+                f"{variant['onednn']}, input "
                 f"{variant['pipeline']}",
                 file=sys.stderr,
             )
@@ -288,6 +316,7 @@ def main() -> None:
                 variant["batch_size"],
                 variant["width"],
                 variant["blocks"],
+                BATCH_NORM[variant["batch_norm"]],
                 variant["onednn"],
                 args.steps,
                 variant["pipeline"],

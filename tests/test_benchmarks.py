@@ -22,7 +22,7 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     blocks = describe_conv_blocks(load_params("train", PROJECT).model.conv_blocks)
-    rest = "oneDNN default, input stage"
+    rest = "batch-norm off, oneDNN default, input stage"
     assert order == [
         f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
         f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, {rest}",
@@ -36,10 +36,10 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
     assert half < full  # the narrower model was the one timed
     for row in rows:
-        assert row[5] == "train stage's"
-        times = [float(ms) for ms in row[6].split(", ")]
+        assert (row[4], row[6]) == ("off", "train stage's")  # params.yaml's batch-norm
+        times = [float(ms) for ms in row[7].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[7]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[8]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
 
 
@@ -70,8 +70,26 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
         "input keras",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[5] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
-    assert all(float(row[7]) > 0 for row in rows)
+    assert [row[6] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
+    assert all(float(row[8]) > 0 for row in rows)
+
+
+def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
+    table = tmp_path / "precision.md"
+    one_conv = "[{filters: 8, kernel_size: 3, pool: true}]"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", one_conv]
+    args += ["--batch-norm", "off", "on", "--rounds", "1", "--steps", "2", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
+        "batch-norm off",
+        "batch-norm on",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[4] for row in rows] == ["off", "on"]
+    # Off: conv 3x3x8 with bias (80) → 13x13x8 → dense 128 (173,184) → dense 10 (1,290). On: the
+    # conv and dense layers lose their biases (8 + 128) and each gets a batch-norm, 4 weights a
+    # channel (32 + 512).
+    assert [row[2] for row in rows] == ["1 (174,554)", "1 (174,962)"]
 
 
 def test_arrays_fit_trains_the_steps_it_times():
