@@ -274,8 +274,8 @@ def main() -> None:
         print(f"{ms:.3f} {parameters}")
         return
     conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_BLOCKS)]
-    params_batch_norm = load_params("train", PROJECT).model.batch_norm
-    batch_norms = [BATCH_NORM[name] for name in args.batch_norm or []] or [params_batch_norm]
+    params_batch_norm = "on" if load_params("train", PROJECT).model.batch_norm else "off"
+    batch_norms = args.batch_norm or [params_batch_norm]
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
@@ -294,7 +294,7 @@ def main() -> None:
             "width": w,
             "blocks": c,
             "conv_blocks": describe_conv_blocks(c),
-            "batch_norm": "on" if n else "off",
+            "batch_norm": n,
             "onednn": o,
             "pipeline": i,
             "ms_per_step": [],
@@ -307,8 +307,7 @@ def main() -> None:
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
                 f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
                 f"{variant['conv_blocks']}, batch-norm {variant['batch_norm']}, oneDNN "
-                f"{variant['onednn']}, input "
-                f"{variant['pipeline']}",
+                f"{variant['onednn']}, input {variant['pipeline']}",
                 file=sys.stderr,
             )
             ms, variant["parameters"] = measure(
