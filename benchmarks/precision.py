@@ -2,7 +2,7 @@
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
                                    [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
-                                   [--batch-norm off on]
+                                   [--batch-norm off on keras]
                                    [--onednn default 1] [--pipelines stage keras]
                                    [--rounds 3] [--steps 30]
 
@@ -14,7 +14,8 @@ Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's tu
 other than 1 scales the filters of every conv block (0.5: half as many), `--conv-blocks` replaces
 `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
 `dvc exp run -S model.conv_blocks=...`) and `--batch-norm` sets `model.batch_norm` (default: as
-`params.yaml` has it), so the cost of another model can be measured before any training. It trains
+`params.yaml` has it; `keras`: on, with Keras' own layer in place of the fused one the train stage
+trains with), so the cost of another model can be measured before any training. It trains
 a few warm-up steps on random images, then times `--steps` more. The variants run in turn, round
 after round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives every
 time and the median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time
@@ -51,8 +52,9 @@ WARMUP_STEPS = 5
 PIPELINES = {"stage": "train stage's", "keras": "Keras' from arrays (autotuned)"}
 # `--conv-blocks` value that keeps `params.yaml`'s.
 PARAMS_BLOCKS = "params"
-# `--batch-norm` values, as the table names them: `model.batch_norm` off or on.
-BATCH_NORM = {"off": False, "on": True}
+# `--batch-norm` values, as the table names them: `model.batch_norm` off, or on with the layer
+# the train stage trains with, or on with Keras' own layer.
+BATCH_NORM_LAYERS = ("off", "on", "keras")
 
 
 def default_trainer(
@@ -60,14 +62,15 @@ def default_trainer(
     batch_size: int,
     width: float = 1.0,
     conv_blocks: list[ConvBlock] | None = None,
-    batch_norm: bool | None = None,
+    batch_norm: str | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks` and `batch_norm` in
-    place of its own, if given), its conv filters scaled by `width`, built and compiled by the
-    train stage's own code in `precision`; and random batches to fit it on. Returns (model,
+    """The model and augmentation `params.yaml` describes (with `conv_blocks` and the
+    `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
+    `width`, built and compiled by the train stage's own code in `precision`; and random batches
+    to fit it on. Returns (model,
     trainer, batches). It imports TensorFlow, so only a measuring process calls it (TensorFlow
     reads its options at import)."""
-    from stages.model import build_model
+    from stages.model import FusedBatchNormalization, build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
 
@@ -78,10 +81,12 @@ def default_trainer(
     ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
-    if batch_norm is None:
-        batch_norm = params.model.batch_norm
+    batch_norm_on = params.model.batch_norm if batch_norm is None else batch_norm != "off"
     model = build_model(
-        params.model.model_copy(update={"conv_blocks": blocks, "batch_norm": batch_norm})
+        params.model.model_copy(update={"conv_blocks": blocks, "batch_norm": batch_norm_on}),
+        batch_norm_layer=keras.layers.BatchNormalization
+        if batch_norm == "keras"
+        else FusedBatchNormalization,
     )
     trainer = with_augmentation(model, params.train)
     trainer.compile(
@@ -106,7 +111,7 @@ def time_steps(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
-    batch_norm: bool,
+    batch_norm: str,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
@@ -140,7 +145,7 @@ def measure(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
-    batch_norm: bool,
+    batch_norm: str,
     onednn: str,
     steps: int,
     pipeline: str,
@@ -152,7 +157,7 @@ def measure(
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
-    args += [str(batch_size), str(width), blocks, json.dumps(batch_norm), str(steps), pipeline]
+    args += [str(batch_size), str(width), blocks, batch_norm, str(steps), pipeline]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -249,14 +254,14 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
-    parser.add_argument("--batch-norm", nargs="+", choices=list(BATCH_NORM))
+    parser.add_argument("--batch-norm", nargs="+", choices=BATCH_NORM_LAYERS)
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--pipelines", nargs="+", default=["stage"], choices=list(PIPELINES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
     # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON BATCH_NORM_JSON STEPS PIPELINE.
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON BATCH_NORM STEPS PIPELINE.
     parser.add_argument("--time-steps", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
@@ -267,7 +272,7 @@ def main() -> None:
             int(batch_size),
             float(width),
             conv_blocks,
-            json.loads(batch_norm),
+            batch_norm,
             int(steps),
             pipeline,
         )
@@ -315,7 +320,7 @@ def main() -> None:
                 variant["batch_size"],
                 variant["width"],
                 variant["blocks"],
-                BATCH_NORM[variant["batch_norm"]],
+                variant["batch_norm"],
                 variant["onednn"],
                 args.steps,
                 variant["pipeline"],

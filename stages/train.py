@@ -25,7 +25,12 @@ import numpy as np
 from stages.common import StageError, atomic_outputs, run, write_csv, write_json
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.hardware import cpu_bf16_units, cpu_model
-from stages.model import build_ensemble, build_model, with_test_time_augmentation
+from stages.model import (
+    build_ensemble,
+    build_model,
+    keras_batch_norm,
+    with_test_time_augmentation,
+)
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
@@ -250,7 +255,8 @@ def train_member(
     params: StageParams, index: int, train: tuple, val: tuple
 ) -> tuple[keras.Model, list[dict[str, float]], int]:
     """Build and fit ensemble member `index` (from 0): exactly the model that a run with
-    `train.seed` + `index` and `ensemble_size: 1` trains, so members differ only by seed."""
+    `train.seed` + `index` and `ensemble_size: 1` trains, so members differ only by seed.
+    Trained with fused batch-norm layers, returned with Keras' own (`keras_batch_norm`)."""
     size = params.train.ensemble_size
     member_params = params.train.model_copy(update={"seed": params.train.seed + index})
     seed_everything(member_params.seed, member_params.deterministic)
@@ -261,7 +267,7 @@ def train_member(
         f"{len(train[1])} train / {len(val[1])} validation images"
     )
     history, kept_epoch = fit(model, member_params, train, val)
-    return model, history, kept_epoch
+    return keras_batch_norm(model), history, kept_epoch
 
 
 def main() -> None:

@@ -78,18 +78,32 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
     table = tmp_path / "precision.md"
     one_conv = "[{filters: 8, kernel_size: 3, pool: true}]"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", one_conv]
-    args += ["--batch-norm", "off", "on", "--rounds", "1", "--steps", "2", "--output", str(table)]
+    args += ["--batch-norm", "off", "on", "keras", "--rounds", "1", "--steps", "2"]
+    args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
         "batch-norm off",
         "batch-norm on",
+        "batch-norm keras",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[4] for row in rows] == ["off", "on"]
+    assert [row[4] for row in rows] == ["off", "on", "keras"]
     # Off: conv 3x3x8 with bias (80) → 13x13x8 → dense 128 (173,184) → dense 10 (1,290). On: the
     # conv and dense layers lose their biases (8 + 128) and each gets a batch-norm, 4 weights a
-    # channel (32 + 512).
-    assert [row[2] for row in rows] == ["1 (174,554)", "1 (174,962)"]
+    # channel (32 + 512), whichever layer computes it.
+    assert [row[2] for row in rows] == ["1 (174,554)", "1 (174,962)", "1 (174,962)"]
+
+
+@pytest.mark.parametrize(
+    ("batch_norm", "kind"), [("on", "FusedBatchNormalization"), ("keras", "BatchNormalization")]
+)
+def test_precision_benchmark_times_the_batch_norm_layer_it_names(batch_norm, kind):
+    """`on` is the layer the train stage trains with; `keras` is Keras' own, for comparison."""
+    from benchmarks.precision import default_trainer
+
+    model, _, _ = default_trainer("float32", batch_size=4, batch_norm=batch_norm)
+    kinds = [type(layer).__name__ for layer in model.layers if "Normalization" in str(type(layer))]
+    assert kinds and set(kinds) == {kind}
 
 
 def test_arrays_fit_trains_the_steps_it_times():

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.model import build_ensemble, build_model, with_test_time_augmentation
+from stages.model import (
+    FusedBatchNormalization,
+    build_ensemble,
+    build_model,
+    keras_batch_norm,
+    with_test_time_augmentation,
+)
 from stages.params import ModelParams
-from stages.tf_setup import keras, load_model
+from stages.tf_setup import keras, load_model, tf
 
 
 def build(
@@ -92,16 +98,85 @@ def test_batch_norm_replaces_biases():
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == [
         "Conv2D",
-        "BatchNormalization",
+        "FusedBatchNormalization",
         "ReLU",
         "Flatten",
         "Dense",
-        "BatchNormalization",
+        "FusedBatchNormalization",
         "ReLU",
         "Dense",
     ]
     assert not model.layers[0].use_bias
     assert model.output_shape == (None, 10)
+
+
+def batch_norm_step(layer: keras.layers.BatchNormalization, inputs: np.ndarray) -> list[np.ndarray]:
+    """One training step's outputs of `layer`, the gradients of a loss on them (for the inputs,
+    gamma and beta), and the moving statistics after it, all as float32 arrays."""
+    channels = inputs.shape[-1]
+    layer.build(inputs.shape)
+    layer.gamma.assign(np.linspace(0.5, 1.5, channels))
+    layer.beta.assign(np.linspace(-1.0, 1.0, channels))
+    x = tf.cast(inputs, layer.compute_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = layer(x, training=True)
+        weighted = tf.cast(outputs, "float32") ** 2 * tf.range(channels, dtype="float32")
+        loss = tf.reduce_sum(weighted)
+    gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    values = [outputs, *gradients, layer.moving_mean, layer.moving_variance]
+    return [np.asarray(tf.cast(value, "float32")) for value in values]
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 6, 5), (32, 7)], ids=["conv", "dense"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+def test_fused_batch_norm_trains_as_keras_batch_norm(shape, dtype, tolerance):
+    """The same outputs, gradients and moving statistics as Keras' own layer, from TensorFlow's
+    fused kernel: the moving variance averages the batch's biased variance, as Keras' does,
+    not the unbiased one the kernel returns."""
+    inputs = np.random.default_rng(0).normal(2.0, 3.0, shape).astype(np.float32)
+    layer = FusedBatchNormalization(dtype=dtype)
+    fused = batch_norm_step(layer, inputs)
+    expected = batch_norm_step(keras.layers.BatchNormalization(dtype=dtype), inputs)
+    # The input's gradient is a small difference of large terms, so rounding weighs more there.
+    tolerances = {"outputs": tolerance, "input gradient": max(tolerance, 2e-2)}
+    tolerances |= {"gamma gradient": tolerance, "beta gradient": tolerance}
+    for (name, limit), actual, wanted in zip(tolerances.items(), fused, expected, strict=False):
+        assert np.abs(actual - wanted).max() <= limit * np.abs(wanted).max(), name
+    for actual, wanted in zip(fused[-2:], expected[-2:], strict=True):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-6, atol=1e-7)
+    assert (fused[-1] != 1.0).all()  # the step moved the statistics away from their start
+    # and it was the fused kernel that computed them
+    graph = tf.function(layer.call).get_concrete_function(tf.constant(inputs), training=True).graph
+    assert "FusedBatchNormV3" in {operation.type for operation in graph.get_operations()}
+
+
+def test_the_saved_model_holds_keras_batch_norm_with_the_trained_weights(tmp_path):
+    """What `build_model` trains with fused batch-norm, `keras_batch_norm` hands to Keras' own
+    layers: the same predictions, and a file that loads in safe mode without our layer."""
+    model = build([{"filters": 4, "kernel_size": 3, "pool": True}], [{"units": 8}], True)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    random = np.random.default_rng(0)
+    images = random.random((64, 28, 28, 1), dtype=np.float32)
+    model.fit(images, random.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
+    saved = keras_batch_norm(model)
+    keras_layer = keras.layers.BatchNormalization
+    batch_norms = [layer for layer in saved.layers if isinstance(layer, keras_layer)]
+    assert [type(layer) for layer in batch_norms] == [keras_layer] * 2
+    # named as Keras names its own layer, as the model summary shows them
+    assert all(layer.name.startswith("batch_normalization") for layer in batch_norms)
+    assert saved.name == model.name
+    for trained, kept in zip(model.weights, saved.weights, strict=True):
+        assert (trained.numpy() == kept.numpy()).all()
+    expected = model.predict(images, verbose=0)
+    assert (saved.predict(images, verbose=0) == expected).all()
+    saved.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    assert not [layer for layer in loaded.layers if isinstance(layer, FusedBatchNormalization)]
+    assert np.allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
+    # a model without batch-norm is saved as trained
+    plain = build([{"filters": 4, "kernel_size": 3, "pool": True}], [])
+    assert keras_batch_norm(plain) is plain
 
 
 def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
