@@ -67,9 +67,8 @@ def default_trainer(
     """The model and augmentation `params.yaml` describes (with `conv_blocks` and the
     `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
     `width`, built and compiled by the train stage's own code in `precision`; and random batches
-    to fit it on. Returns (model,
-    trainer, batches). It imports TensorFlow, so only a measuring process calls it (TensorFlow
-    reads its options at import)."""
+    to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring
+    process calls it (TensorFlow reads its options at import)."""
     from stages.model import FusedBatchNormalization, build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
@@ -82,11 +81,10 @@ def default_trainer(
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
     batch_norm_on = params.model.batch_norm if batch_norm is None else batch_norm != "off"
+    layer = keras.layers.BatchNormalization if batch_norm == "keras" else FusedBatchNormalization
     model = build_model(
         params.model.model_copy(update={"conv_blocks": blocks, "batch_norm": batch_norm_on}),
-        batch_norm_layer=keras.layers.BatchNormalization
-        if batch_norm == "keras"
-        else FusedBatchNormalization,
+        batch_norm_layer=layer,
     )
     trainer = with_augmentation(model, params.train)
     trainer.compile(
