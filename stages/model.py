@@ -57,8 +57,9 @@ def build_model(
     """Conv blocks (conv, possibly strided → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]),
     then dense layers (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
 
-    Batch-norm is `batch_norm_layer`: the fused one to train, Keras' own in a model to save
-    (`keras_batch_norm`).
+    Batch-norm is `batch_norm_layer`: by default the fused one, which the train stage trains and
+    `keras_batch_norm` swaps for Keras' own before saving; the precision benchmark passes Keras'
+    own to time it beside the fused one.
     """
     batch_norm = batch_norm_layer if params.batch_norm else None
     model = keras.Sequential(name=name)

@@ -100,10 +100,12 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
 def test_precision_benchmark_times_the_batch_norm_layer_it_names(batch_norm, kind):
     """`on` is the layer the train stage trains with; `keras` is Keras' own, for comparison."""
     from benchmarks.precision import default_trainer
+    from stages.tf_setup import keras
 
     model, _, _ = default_trainer("float32", batch_size=4, batch_norm=batch_norm)
-    kinds = [type(layer).__name__ for layer in model.layers if "Normalization" in str(type(layer))]
-    assert kinds and set(kinds) == {kind}
+    keras_layer = keras.layers.BatchNormalization  # the fused layer is a subclass of it
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras_layer)]
+    assert batch_norms and {type(layer).__name__ for layer in batch_norms} == {kind}
 
 
 def test_arrays_fit_trains_the_steps_it_times():

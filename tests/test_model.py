@@ -139,8 +139,12 @@ def test_fused_batch_norm_trains_as_keras_batch_norm(shape, dtype, tolerance):
     fused = batch_norm_step(layer, inputs)
     expected = batch_norm_step(keras.layers.BatchNormalization(dtype=dtype), inputs)
     # The input's gradient is a small difference of large terms, so rounding weighs more there.
-    tolerances = {"outputs": tolerance, "input gradient": max(tolerance, 2e-2)}
-    tolerances |= {"gamma gradient": tolerance, "beta gradient": tolerance}
+    tolerances = {
+        "outputs": tolerance,
+        "input gradient": max(tolerance, 2e-2),
+        "gamma gradient": tolerance,
+        "beta gradient": tolerance,
+    }
     for (name, limit), actual, wanted in zip(tolerances.items(), fused, expected, strict=False):
         assert np.abs(actual - wanted).max() <= limit * np.abs(wanted).max(), name
     for actual, wanted in zip(fused[-2:], expected[-2:], strict=True):
