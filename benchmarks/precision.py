@@ -2,6 +2,7 @@
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
                                    [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
+                                   [--dense params '[{units: 256, dropout: 0.5}]']
                                    [--batch-norm off on keras]
                                    [--onednn default 1] [--pipelines stage keras]
                                    [--rounds 3] [--steps 30]
@@ -13,7 +14,8 @@ the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`;
 Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
 other than 1 scales the filters of every conv block (0.5: half as many), `--conv-blocks` replaces
 `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
-`dvc exp run -S model.conv_blocks=...`) and `--batch-norm` sets `model.batch_norm` (default: as
+`dvc exp run -S model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and
+`--batch-norm` sets `model.batch_norm` (default: as
 `params.yaml` has it; `keras`: on, with Keras' own layer in place of the fused one the train stage
 trains with), so the cost of another model can be measured before any training. It trains
 a few warm-up steps on random images, then times `--steps` more. The variants run in turn, round
@@ -42,7 +44,7 @@ import numpy as np
 from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
-from stages.params import ConvBlock, load_params
+from stages.params import ConvBlock, DenseLayer, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -50,8 +52,8 @@ if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
 WARMUP_STEPS = 5
 # `--pipelines` values, as the table names them.
 PIPELINES = {"stage": "train stage's", "keras": "Keras' from arrays (autotuned)"}
-# `--conv-blocks` value that keeps `params.yaml`'s.
-PARAMS_BLOCKS = "params"
+# `--conv-blocks` and `--dense` value that keeps `params.yaml`'s layers.
+PARAMS_LAYERS = "params"
 # `--batch-norm` values, as the table names them: `model.batch_norm` off, or on with the layer
 # the train stage trains with, or on with Keras' own layer.
 BATCH_NORM_LAYERS = ("off", "on", "keras")
@@ -63,8 +65,9 @@ def default_trainer(
     width: float = 1.0,
     conv_blocks: list[ConvBlock] | None = None,
     batch_norm: str | None = None,
+    dense: list[DenseLayer] | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks` and the
+    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense` and the
     `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
     `width`, built and compiled by the train stage's own code in `precision`; and random batches
     to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring
@@ -82,8 +85,11 @@ def default_trainer(
     seed_everything(params.train.seed, params.train.deterministic)
     batch_norm_on = params.model.batch_norm if batch_norm is None else batch_norm != "off"
     layer = keras.layers.BatchNormalization if batch_norm == "keras" else FusedBatchNormalization
+    dense_layers = params.model.dense if dense is None else dense
     model = build_model(
-        params.model.model_copy(update={"conv_blocks": blocks, "batch_norm": batch_norm_on}),
+        params.model.model_copy(
+            update={"conv_blocks": blocks, "dense": dense_layers, "batch_norm": batch_norm_on}
+        ),
         batch_norm_layer=layer,
     )
     trainer = with_augmentation(model, params.train)
@@ -109,13 +115,16 @@ def time_steps(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
+    dense: list[DenseLayer],
     batch_norm: str,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
-    model, trainer, batches = default_trainer(precision, batch_size, width, conv_blocks, batch_norm)
+    model, trainer, batches = default_trainer(
+        precision, batch_size, width, conv_blocks, batch_norm, dense
+    )
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
         return arrays_fit_ms_per_step(trainer, batch_size, steps), model.count_params()
@@ -143,6 +152,7 @@ def measure(
     batch_size: int,
     width: float,
     conv_blocks: list[ConvBlock],
+    dense: list[DenseLayer],
     batch_norm: str,
     onednn: str,
     steps: int,
@@ -155,7 +165,8 @@ def measure(
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
-    args += [str(batch_size), str(width), blocks, batch_norm, str(steps), pipeline]
+    dense_layers = json.dumps([layer.model_dump() for layer in dense])
+    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(steps), pipeline]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -177,10 +188,19 @@ def positive_width(text: str) -> float:
 def model_conv_blocks(text: str) -> list[ConvBlock]:
     """A `--conv-blocks` value: `params` (params.yaml's blocks) or a YAML list of blocks, checked
     by the params schema as if `params.yaml` had them, the feature-map rule included."""
-    if text == PARAMS_BLOCKS:
+    if text == PARAMS_LAYERS:
         return list(load_params("train", PROJECT).model.conv_blocks)
     _, params = checked_setting("model", "conv_blocks", text)
     return list(params.model.conv_blocks)
+
+
+def model_dense(text: str) -> list[DenseLayer]:
+    """A `--dense` value: `params` (params.yaml's dense layers) or a YAML list of them, checked
+    by the params schema as if `params.yaml` had them."""
+    if text == PARAMS_LAYERS:
+        return list(load_params("train", PROJECT).model.dense)
+    _, params = checked_setting("model", "dense", text)
+    return list(params.model.dense)
 
 
 def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
@@ -201,6 +221,15 @@ def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
             part += f" dropout {block.dropout:g}"
         parts.append(part)
     return " → ".join(parts)
+
+
+def describe_dense(layers: list[DenseLayer]) -> str:
+    """Dense layers as the README writes them: `128 dropout 0.5`, or `none`."""
+    parts = [
+        f"{layer.units}" + (f" dropout {layer.dropout:g}" if layer.dropout else "")
+        for layer in layers
+    ]
+    return " → ".join(parts) or "none"
 
 
 def machine_line(results: dict) -> str:
@@ -230,16 +259,17 @@ def markdown(results: dict) -> str:
     lines = [
         machine_line(results),
         "",
-        "| precision | batch | width (parameters) | conv blocks | batch-norm "
+        "| precision | batch | width (parameters) | conv blocks | dense | batch-norm "
         "| TF_ENABLE_ONEDNN_OPTS | input pipeline | ms per step | median | ms per image |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
         times = ", ".join(f"{ms:.1f}" for ms in row["ms_per_step"])
         lines.append(
             f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
-            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['batch_norm']} | "
+            f"({row['parameters']:,}) | {row['conv_blocks']} | {row['dense']} | "
+            f"{row['batch_norm']} | "
             f"{row['onednn']} | {PIPELINES[row['pipeline']]} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
@@ -252,6 +282,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
+    parser.add_argument("--dense", type=model_dense, nargs="+")
     parser.add_argument("--batch-norm", nargs="+", choices=BATCH_NORM_LAYERS)
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--pipelines", nargs="+", default=["stage"], choices=list(PIPELINES))
@@ -259,24 +290,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
     # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON BATCH_NORM STEPS PIPELINE.
-    parser.add_argument("--time-steps", nargs=7, help=argparse.SUPPRESS)
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM STEPS PIPELINE.
+    parser.add_argument("--time-steps", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, batch_norm, steps, pipeline = args.time_steps
+        precision, batch_size, width, blocks, dense, batch_norm, steps, pipeline = args.time_steps
         conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
         ms, parameters = time_steps(
             precision,
             int(batch_size),
             float(width),
             conv_blocks,
+            [DenseLayer.model_validate(layer) for layer in json.loads(dense)],
             batch_norm,
             int(steps),
             pipeline,
         )
         print(f"{ms:.3f} {parameters}")
         return
-    conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_BLOCKS)]
+    conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_LAYERS)]
+    dense = args.dense or [model_dense(PARAMS_LAYERS)]
     params_batch_norm = "on" if load_params("train", PROJECT).model.batch_norm else "off"
     batch_norms = args.batch_norm or [params_batch_norm]
 
@@ -286,6 +319,7 @@ def main() -> None:
         args.batch_sizes,
         args.widths,
         conv_blocks,
+        dense,
         batch_norms,
         args.onednn,
         args.pipelines,
@@ -297,20 +331,22 @@ def main() -> None:
             "width": w,
             "blocks": c,
             "conv_blocks": describe_conv_blocks(c),
+            "dense_layers": d,
+            "dense": describe_dense(d),
             "batch_norm": n,
             "onednn": o,
             "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, c, n, o, i in combinations
+        for p, b, w, c, d, n, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
             print(
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
                 f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
-                f"{variant['conv_blocks']}, batch-norm {variant['batch_norm']}, oneDNN "
-                f"{variant['onednn']}, input {variant['pipeline']}",
+                f"{variant['conv_blocks']}, dense {variant['dense']}, batch-norm "
+                f"{variant['batch_norm']}, oneDNN {variant['onednn']}, input {variant['pipeline']}",
                 file=sys.stderr,
             )
             ms, variant["parameters"] = measure(
@@ -318,6 +354,7 @@ def main() -> None:
                 variant["batch_size"],
                 variant["width"],
                 variant["blocks"],
+                variant["dense_layers"],
                 variant["batch_norm"],
                 variant["onednn"],
                 args.steps,

@@ -9,10 +9,10 @@ import sys
 import pytest
 from helpers import run_command
 
-from benchmarks.precision import describe_conv_blocks
+from benchmarks.precision import describe_conv_blocks, describe_dense
 from benchmarks.run import copy_results, machine, markdown, param_setting, record_seed
 from devtools.workspace import PROJECT
-from stages.params import ConvBlock, load_params
+from stages.params import ConvBlock, DenseLayer, load_params
 
 
 def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
@@ -21,8 +21,9 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     args += ["--rounds", "2", "--steps", "2", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
-    blocks = describe_conv_blocks(load_params("train", PROJECT).model.conv_blocks)
-    rest = "batch-norm off, oneDNN default, input stage"
+    model = load_params("train", PROJECT).model
+    blocks = describe_conv_blocks(model.conv_blocks)
+    rest = f"dense {describe_dense(model.dense)}, batch-norm off, oneDNN default, input stage"
     assert order == [
         f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
         f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, {rest}",
@@ -36,10 +37,10 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
     assert half < full  # the narrower model was the one timed
     for row in rows:
-        assert (row[4], row[6]) == ("off", "train stage's")  # params.yaml's batch-norm
-        times = [float(ms) for ms in row[7].split(", ")]
+        assert (row[5], row[7]) == ("off", "train stage's")  # params.yaml's batch-norm
+        times = [float(ms) for ms in row[8].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[8]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[9]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
 
 
@@ -58,6 +59,25 @@ def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_
     assert rows[1][2] == "1 (174,554)"
 
 
+def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp_path):
+    table = tmp_path / "precision.md"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
+    args += ["--conv-blocks", "[{filters: 8, kernel_size: 3, pool: true}]"]
+    args += ["--dense", "params", "[]", "[{units: 256}]", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    dense = describe_dense(load_params("train", PROJECT).model.dense)
+    assert [line.split(", ")[-4] for line in result.stderr.splitlines()] == [
+        f"dense {dense}",
+        "dense none",
+        "dense 256",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[4] for row in rows] == [dense, "none", "256"]
+    # conv 3x3x8 (80) → 13x13x8 = 1,352 after the pool; then params.yaml's dense 128 (173,184)
+    # → dense 10 (1,290), or dense 10 straight away (13,530), or dense 256 (346,368) → 10 (2,570)
+    assert [row[2] for row in rows] == ["1 (174,554)", "1 (13,610)", "1 (349,018)"]
+
+
 def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tmp_path):
     """The stage's pipeline turns tf.data's autotuning off; the benchmark can time the one Keras
     builds from arrays beside it, in the same child, steps and model."""
@@ -70,8 +90,8 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
         "input keras",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[6] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
-    assert all(float(row[8]) > 0 for row in rows)
+    assert [row[7] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
+    assert all(float(row[9]) > 0 for row in rows)
 
 
 def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
@@ -87,7 +107,7 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
         "batch-norm keras",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[4] for row in rows] == ["off", "on", "keras"]
+    assert [row[5] for row in rows] == ["off", "on", "keras"]
     # Off: conv 3x3x8 with bias (80) → 13x13x8 → dense 128 (173,184) → dense 10 (1,290). On: the
     # conv and dense layers lose their biases (8 + 128) and each gets a batch-norm, 4 weights a
     # channel (32 + 512), whichever layer computes it.
@@ -127,6 +147,12 @@ def test_conv_blocks_are_described_as_the_readme_writes_a_model():
     assert describe_conv_blocks(blocks) == "32 (5×5) same stride 2 dropout 0.25 → 64 pool"
 
 
+def test_dense_layers_are_described_as_the_readme_writes_them():
+    layers = [DenseLayer(units=256, dropout=0.5), DenseLayer(units=64)]
+    assert describe_dense(layers) == "256 dropout 0.5 → 64"
+    assert describe_dense([]) == "none"
+
+
 @pytest.mark.parametrize(
     ("blocks", "message"),
     [
@@ -145,6 +171,13 @@ def test_precision_benchmark_refuses_conv_blocks_the_params_schema_refuses(block
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "argument --conv-blocks: " in result.stderr and message in result.stderr
+
+
+def test_precision_benchmark_refuses_dense_layers_the_params_schema_refuses():
+    command = [sys.executable, "-m", "benchmarks.precision", "--dense", "[{units: 0}]"]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "argument --dense: model.dense[0].units: Input should be greater" in result.stderr
 
 
 @pytest.mark.parametrize("width", ["0", "-0.5", "half", "nan"])
