@@ -14,6 +14,23 @@ from benchmarks.run import copy_results, machine, markdown, param_setting, recor
 from devtools.workspace import PROJECT
 from stages.params import ConvBlock, DenseLayer, load_params
 
+ONE_POOLED_CONV = "[{filters: 8, kernel_size: 3, pool: true}]"
+
+
+def one_pooled_conv_parameters(dense_units: list[int], batch_norm: bool = False) -> str:
+    """The table's parameter count of `ONE_POOLED_CONV` → hidden dense layers of `dense_units`
+    → dense 10: a 3x3 conv of 8 filters, 13x13x8 = 1,352 values after the pool. With batch-norm
+    the conv and hidden dense layers lose their biases and each gets 4 weights a channel."""
+    per_channel = 4 if batch_norm else 1  # batch-norm's weights, or the bias it replaces
+    total, inputs = 3 * 3 * 8 + 8 * per_channel, 13 * 13 * 8
+    for units in dense_units:
+        total, inputs = total + inputs * units + units * per_channel, units
+    return f"1 ({total + inputs * 10 + 10:,})"
+
+
+def params_dense_units() -> list[int]:
+    return [layer.units for layer in load_params("train", PROJECT).model.dense]
+
 
 def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     table = tmp_path / "precision.md"
@@ -46,36 +63,35 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
 
 def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_path):
     table = tmp_path / "precision.md"
-    one_pooled_conv = "[{filters: 8, kernel_size: 3, pool: true}]"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--onednn", "default"]
-    args += ["--conv-blocks", "params", one_pooled_conv]
+    args += ["--conv-blocks", "params", ONE_POOLED_CONV]
     args += ["--rounds", "1", "--steps", "2", "--output", str(table)]
     run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     described = [row[3] for row in rows]
     blocks = load_params("train", PROJECT).model.conv_blocks
     assert described == [describe_conv_blocks(blocks), "8 pool"]
-    # conv 3x3x8 (80) → 13x13x8 after the pool → dense 128 (173,184) → dense 10 (1,290)
-    assert rows[1][2] == "1 (174,554)"
+    assert rows[1][2] == one_pooled_conv_parameters(params_dense_units())
 
 
 def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
-    args += ["--conv-blocks", "[{filters: 8, kernel_size: 3, pool: true}]"]
-    args += ["--dense", "params", "[]", "[{units: 256}]", "--output", str(table)]
+    args += ["--conv-blocks", ONE_POOLED_CONV]
+    args += ["--dense", "params", "[]", "[{units: 64}]", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     dense = describe_dense(load_params("train", PROJECT).model.dense)
     assert [line.split(", ")[-4] for line in result.stderr.splitlines()] == [
         f"dense {dense}",
         "dense none",
-        "dense 256",
+        "dense 64",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[4] for row in rows] == [dense, "none", "256"]
-    # conv 3x3x8 (80) → 13x13x8 = 1,352 after the pool; then params.yaml's dense 128 (173,184)
-    # → dense 10 (1,290), or dense 10 straight away (13,530), or dense 256 (346,368) → 10 (2,570)
-    assert [row[2] for row in rows] == ["1 (174,554)", "1 (13,610)", "1 (349,018)"]
+    assert [row[4] for row in rows] == [dense, "none", "64"]
+    counts = [params_dense_units(), [], [64]]
+    assert [row[2] for row in rows] == [one_pooled_conv_parameters(units) for units in counts]
+    # conv 80 → dense 64 (1,352 × 64 + 64) → dense 10 (650): the helper's sum, by hand
+    assert rows[2][2] == "1 (87,322)"
 
 
 def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tmp_path):
@@ -96,8 +112,7 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
 
 def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
     table = tmp_path / "precision.md"
-    one_conv = "[{filters: 8, kernel_size: 3, pool: true}]"
-    args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", one_conv]
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", ONE_POOLED_CONV]
     args += ["--batch-norm", "off", "on", "keras", "--rounds", "1", "--steps", "2"]
     args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
@@ -108,10 +123,9 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     assert [row[5] for row in rows] == ["off", "on", "keras"]
-    # Off: conv 3x3x8 with bias (80) → 13x13x8 → dense 128 (173,184) → dense 10 (1,290). On: the
-    # conv and dense layers lose their biases (8 + 128) and each gets a batch-norm, 4 weights a
-    # channel (32 + 512), whichever layer computes it.
-    assert [row[2] for row in rows] == ["1 (174,554)", "1 (174,962)", "1 (174,962)"]
+    # On, the batch-norm weights are the same whichever layer computes them.
+    off, on = (one_pooled_conv_parameters(params_dense_units(), bn) for bn in (False, True))
+    assert [row[2] for row in rows] == [off, on, on]
 
 
 @pytest.mark.parametrize(
