@@ -185,22 +185,24 @@ def positive_width(text: str) -> float:
     return width
 
 
-def model_conv_blocks(text: str) -> list[ConvBlock]:
-    """A `--conv-blocks` value: `params` (params.yaml's blocks) or a YAML list of blocks, checked
-    by the params schema as if `params.yaml` had them, the feature-map rule included."""
+def model_layers(key: str, text: str) -> list:
+    """`model.<key>` as `text` gives it: `params` (params.yaml's) or a YAML list, checked by the
+    params schema as if `params.yaml` had it."""
     if text == PARAMS_LAYERS:
-        return list(load_params("train", PROJECT).model.conv_blocks)
-    _, params = checked_setting("model", "conv_blocks", text)
-    return list(params.model.conv_blocks)
+        params = load_params("train", PROJECT)
+    else:
+        _, params = checked_setting("model", key, text)
+    return list(getattr(params.model, key))
+
+
+def model_conv_blocks(text: str) -> list[ConvBlock]:
+    """A `--conv-blocks` value, the feature-map rule included."""
+    return model_layers("conv_blocks", text)
 
 
 def model_dense(text: str) -> list[DenseLayer]:
-    """A `--dense` value: `params` (params.yaml's dense layers) or a YAML list of them, checked
-    by the params schema as if `params.yaml` had them."""
-    if text == PARAMS_LAYERS:
-        return list(load_params("train", PROJECT).model.dense)
-    _, params = checked_setting("model", "dense", text)
-    return list(params.model.dense)
+    """A `--dense` value."""
+    return model_layers("dense", text)
 
 
 def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
@@ -308,10 +310,10 @@ def main() -> None:
         )
         print(f"{ms:.3f} {parameters}")
         return
-    conv_blocks = args.conv_blocks or [model_conv_blocks(PARAMS_LAYERS)]
-    dense = args.dense or [model_dense(PARAMS_LAYERS)]
-    params_batch_norm = "on" if load_params("train", PROJECT).model.batch_norm else "off"
-    batch_norms = args.batch_norm or [params_batch_norm]
+    model = load_params("train", PROJECT).model  # what the options left out default to
+    conv_blocks = args.conv_blocks or [list(model.conv_blocks)]
+    dense = args.dense or [list(model.dense)]
+    batch_norms = args.batch_norm or ["on" if model.batch_norm else "off"]
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
