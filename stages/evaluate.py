@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.common import atomic_outputs, run, write_csv, write_json
+from stages.common import atomic_outputs, interrupts_deferred, run, write_csv, write_json
 from stages.dataset import NUM_CLASSES, load_split
 from stages.params import load_params
 from stages.paths import CONFIDENT_MISTAKES, EVALUATE_METRICS, MODEL, TEST_PREDICTIONS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import batches, load_model
+from stages.tf_setup import InterruptCheck, batches, load_model
 
 GALLERY_SIZE = 24
 
@@ -46,8 +46,11 @@ def confident_mistakes(
 def main() -> None:
     params = load_params("evaluate").evaluate
     images, labels = load_split("test")
-    model = load_model(MODEL)
-    probabilities = model.predict(batches(images, batch_size=params.batch_size), verbose=0)
+    with interrupts_deferred():  # Ctrl-C is taken between steps while TensorFlow works
+        model = load_model(MODEL)
+        probabilities = model.predict(
+            batches(images, batch_size=params.batch_size), verbose=0, callbacks=[InterruptCheck()]
+        )
     labels = labels.astype(np.int64)
     metrics = score(probabilities, labels)
     predicted = probabilities.argmax(axis=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError
+from stages.common import StageError, check_interrupt
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
 
 # Read by TensorFlow when first imported; 3 keeps only fatal C++ logs (Python errors still raise).
@@ -45,7 +45,19 @@ with _c_stderr_silenced():
     import keras
     import tensorflow as tf
 
-__all__ = ["batches", "keras", "load_model", "seed_everything", "tf"]
+__all__ = ["InterruptCheck", "batches", "keras", "load_model", "seed_everything", "tf"]
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Raises a Ctrl-C or SIGTERM noted by `interrupts_deferred` before each step of `fit`,
+    `evaluate` or `predict`: between steps, where raising is safe. Hooks that run before a step
+    take no logs, so Keras still does not wait for each step's results (as it must for hooks
+    after one)."""
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        check_interrupt()
+
+    on_test_batch_begin = on_predict_batch_begin = on_train_batch_begin
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -22,7 +22,14 @@ import time
 
 import numpy as np
 
-from stages.common import StageError, atomic_outputs, run, write_csv, write_json
+from stages.common import (
+    StageError,
+    atomic_outputs,
+    interrupts_deferred,
+    run,
+    write_csv,
+    write_json,
+)
 from stages.dataset import IMAGE_SHAPE, load_split
 from stages.hardware import cpu_bf16_units, cpu_model
 from stages.model import (
@@ -34,7 +41,7 @@ from stages.model import (
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import batches, keras, seed_everything, tf
+from stages.tf_setup import InterruptCheck, batches, keras, seed_everything, tf
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 HISTORY_COLUMNS = ("member", "epoch", *EPOCH_METRICS)
@@ -196,7 +203,7 @@ def fit(
     rate = learning_rate(params, steps_per_epoch)
     # Keras keeps the average beside the weights and writes it over them when fit ends.
     options = {"use_ema": params.ema_momentum > 0, "ema_momentum": params.ema_momentum}
-    callbacks = []
+    callbacks = [InterruptCheck()]
     if params.lr_schedule == "one_cycle":  # the schema allows it with adam only
         options["beta_1"] = keras.Variable(BETA_1_AT_REST, trainable=False, name="beta_1")
         callbacks.append(OneCycleMomentum(params.learning_rate))
@@ -246,7 +253,9 @@ def kept_metrics(history: list[dict[str, float]], kept_epoch: int) -> dict[str, 
 def validation_metrics(model: keras.Model, val: tuple, batch_size: int) -> dict[str, float]:
     """`model`'s accuracy and loss on the validation split, as evaluate scores the test split."""
     images, labels = val
-    probabilities = model.predict(batches(images, batch_size=batch_size), verbose=0)
+    probabilities = model.predict(
+        batches(images, batch_size=batch_size), verbose=0, callbacks=[InterruptCheck()]
+    )
     accuracy, loss = accuracy_and_loss(probabilities, labels)
     return {"val_accuracy": accuracy, "val_loss": loss}
 
@@ -289,7 +298,9 @@ def main() -> None:
     train, val = load_split("train"), load_split("val")
     started = time.perf_counter()
     members, member_metrics, history_rows = [], [], []
-    with strategy.scope():  # variables made here are mirrored on every replica
+    # Variables made in the strategy's scope are mirrored on every replica. Ctrl-C is taken
+    # between steps while TensorFlow works, and anywhere while the outputs are written.
+    with interrupts_deferred(), strategy.scope():
         for index in range(size):
             model, history, kept_epoch = train_member(params, index, train, val)
             members.append(model)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import files_in, local_project, run_stage
 
-from stages.common import StageError, atomic_outputs, atomic_path, run, write_json
+from stages.common import (
+    StageError,
+    atomic_outputs,
+    atomic_path,
+    check_interrupt,
+    interrupts_deferred,
+    run,
+    write_json,
+)
 
 
 def disk_full(*args: object) -> None:
@@ -195,3 +204,35 @@ def test_unwritable_output_is_one_line_and_nothing_partial(tmp_path):
     assert result.stderr.strip().splitlines() == ["preprocess: error: data/processed: File exists"]
     assert [path for path in files_in(tmp_path / "data") if ".tmp" in path.name] == []
     assert np.load(raw)["x_train"].shape == (300, 28, 28)  # the input is untouched
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_deferred_interrupt_is_raised_where_checked_and_at_the_blocks_end(signum):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    reached_the_check = False
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        check_interrupt()  # nothing noted yet
+        os.kill(os.getpid(), signum)  # the handler runs before the next line
+        reached_the_check = True
+        with pytest.raises(KeyboardInterrupt):
+            check_interrupt()
+    assert reached_the_check
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_block_without_interrupts_ends_quietly_and_forgets_earlier_ones():
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+    with interrupts_deferred():
+        check_interrupt()  # the earlier block's signal is not raised again
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_deferred():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            check_interrupt()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

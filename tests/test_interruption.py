@@ -39,7 +39,8 @@ def test_interrupted_download_leaves_nothing(tmp_path, server, mnist_dir, signum
 
 
 def start_endless_training(repo: Path, mnist_dir: Path) -> subprocess.Popen:
-    """A train stage of 1000 epochs on tiny data, once its second epoch has begun."""
+    """A train stage of 1000 epochs on tiny data, the moment its second epoch has begun: while
+    Keras sets up that epoch's batches, where a Ctrl-C raised at once crashed the process."""
     copy_project(repo)
     write_params(
         repo, tiny_params(str(mnist_dir / "mnist.npz"), sha256_of(mnist_dir / "mnist.npz"))
@@ -48,9 +49,12 @@ def start_endless_training(repo: Path, mnist_dir: Path) -> subprocess.Popen:
     run_stage(repo, "download")
     run_stage(repo, "preprocess")
     process = start_stage(repo, "train")
-    lines = []
-    wait_for(lambda: lines.append(process.stdout.readline()) or "Epoch 2/1000" in lines[-1])
-    return process
+    deadline = time.monotonic() + 60
+    for line in process.stdout:  # each line as it comes, so that the signal follows at once
+        if "Epoch 2/1000" in line:
+            return process
+        assert time.monotonic() < deadline, "timed out waiting"
+    raise AssertionError(f"training ended before its second epoch: {process.stderr.read()}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,9 @@ import yaml
 from helpers import local_project, read_json, run_stage
 
 from devtools.workspace import edit_params
+from stages.common import interrupts_deferred
 from stages.params import TrainParams
-from stages.tf_setup import batches, keras, load_model
+from stages.tf_setup import InterruptCheck, batches, keras, load_model
 from stages.train import (
     OneCycleMomentum,
     fit,
@@ -362,3 +365,37 @@ def test_batches_turn_tf_data_autotuning_off():
     """Keras' own pipeline autotunes, which held training steps at 51 ms on 2 cores."""
     images = np.zeros((4, 28, 28, 1), dtype=np.float32)
     assert batches(images, batch_size=2).options().autotune.enabled is False
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_deferred_interrupt_stops_keras_before_its_next_step(method):
+    images = np.zeros((8, 28, 28, 1), np.float32)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    steps = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+        on_test_batch_end = on_predict_batch_end = on_train_batch_end
+
+    data = batches(images, np.zeros(8, np.int64), batch_size=2)
+    run = {
+        "fit": lambda callbacks: model.fit(
+            data, epochs=1, shuffle=False, verbose=0, callbacks=callbacks
+        ),
+        "evaluate": lambda callbacks: model.evaluate(data, verbose=0, callbacks=callbacks),
+        "predict": lambda callbacks: model.predict(
+            batches(images, batch_size=2), verbose=0, callbacks=callbacks
+        ),
+    }[method]
+    run([InterruptCheck(), CountSteps()])  # four steps, none interrupted
+    assert len(steps) == 4
+    steps.clear()
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        run([InterruptCheck(), CountSteps()])
+    assert steps == []
