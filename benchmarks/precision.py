@@ -206,11 +206,11 @@ def model_dense(text: str) -> list[DenseLayer]:
 
 
 def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
-    """Blocks as the README writes a model: `32 → 32 stride 2 → 64 → 64 pool` (3×3 kernels and
-    valid padding unless it says otherwise)."""
+    """Blocks as the README writes a model: `32 → 32 stride 2 → sep 64 → 64 pool` (full 3×3
+    convs and valid padding unless it says otherwise)."""
     parts = []
     for block in blocks:
-        part = f"{block.filters}"
+        part = f"sep {block.filters}" if block.separable else f"{block.filters}"
         if block.kernel_size != 3:
             part += f" ({block.kernel_size}×{block.kernel_size})"
         if block.padding != "valid":

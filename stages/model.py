@@ -54,8 +54,9 @@ def build_model(
     name: str = "mnist_cnn",
     batch_norm_layer: type[layers.BatchNormalization] = FusedBatchNormalization,
 ) -> keras.Model:
-    """Conv blocks (conv, possibly strided → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]),
-    then dense layers (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
+    """Conv blocks (conv, possibly strided or depthwise-separable → [batch-norm] → ReLU → [2×2
+    max-pool] → [dropout]), then dense layers (dense → [batch-norm] → ReLU → [dropout]), then a
+    softmax over the ten digits.
 
     Batch-norm is `batch_norm_layer`: by default the fused one, which the train stage trains and
     `keras_batch_norm` swaps for Keras' own before saving; the precision benchmark passes Keras'
@@ -65,9 +66,12 @@ def build_model(
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=IMAGE_SHAPE))
     for block in params.conv_blocks:
+        # A separable conv filters each channel on its own, then mixes the channels by a 1×1
+        # conv: a fraction of a full conv's multiplications (README: "Separable convs").
+        conv = layers.SeparableConv2D if block.separable else layers.Conv2D
         # Batch-norm has its own shift, so the conv's bias would be redundant.
         model.add(
-            layers.Conv2D(
+            conv(
                 block.filters,
                 block.kernel_size,
                 strides=block.strides,

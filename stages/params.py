@@ -49,6 +49,7 @@ class ConvBlock(Section):
     strides: int = Field(default=1, ge=1, le=IMAGE_SIZE)
     pool: bool = False
     dropout: Probability = 0.0
+    separable: bool = False
 
 
 class DenseLayer(Section):

@@ -157,8 +157,9 @@ def test_conv_blocks_are_described_as_the_readme_writes_a_model():
     blocks = [
         ConvBlock(filters=32, kernel_size=5, padding="same", strides=2, dropout=0.25),
         ConvBlock(filters=64, kernel_size=3, pool=True),
+        ConvBlock(filters=64, kernel_size=3, separable=True),
     ]
-    assert describe_conv_blocks(blocks) == "32 (5×5) same stride 2 dropout 0.25 → 64 pool"
+    assert describe_conv_blocks(blocks) == "32 (5×5) same stride 2 dropout 0.25 → 64 pool → sep 64"
 
 
 def test_dense_layers_are_described_as_the_readme_writes_them():

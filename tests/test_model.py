@@ -70,6 +70,32 @@ def test_strided_convs_downsample_as_the_schema_computes():
     assert conv_outputs == [(14, 14), (6, 6), (2, 2)]
 
 
+def test_separable_blocks_filter_each_channel_then_mix_them():
+    # conv 32 → sep 32 stride 2 → sep 64 → sep 64 → pool → dense 256 → dense 10. A separable
+    # conv has 3×3 weights per input channel, then a 1×1 conv across them, then its biases.
+    sep = {"kernel_size": 3, "separable": True}
+    blocks = [
+        {"filters": 32, "kernel_size": 3},
+        {**sep, "filters": 32, "strides": 2},
+        {**sep, "filters": 64},
+        {**sep, "filters": 64, "pool": True},
+    ]
+    kinds = (keras.layers.Conv2D, keras.layers.SeparableConv2D)
+    model = build(blocks, [{"units": 256, "dropout": 0.5}])
+    convs = [layer for layer in model.layers if isinstance(layer, kinds)]
+    assert [type(layer).__name__ for layer in convs] == ["Conv2D"] + ["SeparableConv2D"] * 3
+    assert [layer.count_params() for layer in convs] == [
+        9 * 32 + 32,
+        9 * 32 + 32 * 32 + 32,
+        9 * 32 + 32 * 64 + 64,
+        9 * 64 + 64 * 64 + 64,
+    ]
+    assert [layer.output.shape[1:3] for layer in convs] == [(26, 26), (12, 12), (10, 10), (8, 8)]
+    assert model.count_params() == 273_770
+    with_batch_norm = build(blocks, [{"units": 256, "dropout": 0.5}], batch_norm=True)
+    assert not any(layer.use_bias for layer in with_batch_norm.layers if isinstance(layer, kinds))
+
+
 def test_longer_configuration_of_the_readme():
     # three convs (the last 5×5 with stride 2) → dropout, twice, then conv 128 (4×4) → dropout
     def stage(filters: int) -> list[dict]:
