@@ -58,6 +58,8 @@ class DenseLayer(Section):
 
 
 class ModelParams(Section):
+    # Pixels cut from each border of the image before the first conv; it leaves at least 1×1.
+    crop: int = Field(default=0, ge=0, le=(IMAGE_SIZE - 1) // 2)
     conv_blocks: list[ConvBlock]
     dense: list[DenseLayer]
     batch_norm: bool
@@ -65,7 +67,7 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _feature_map_not_empty(self) -> ModelParams:
-        size = IMAGE_SIZE
+        size = IMAGE_SIZE - 2 * self.crop
         for index, block in enumerate(self.conv_blocks):
             if block.padding == "valid":
                 size = (size - block.kernel_size) // block.strides + 1
@@ -76,7 +78,8 @@ class ModelParams(Section):
             if size < 1:
                 raise ValueError(
                     f"conv_blocks[{index}] shrinks the feature map below 1x1; "
-                    "use padding: same, a smaller kernel_size or strides, or fewer pool: true"
+                    "use padding: same, a smaller kernel_size or strides, fewer pool: true, "
+                    "or a smaller crop"
                 )
         return self
 
