@@ -1,7 +1,8 @@
 """Time per training step of the default model in each precision, batch size and width. By hand:
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
-                                   [--widths 1 0.5] [--conv-blocks params '[{filters: 32, ...}]']
+                                   [--widths 1 0.5] [--crops 0 2]
+                                   [--conv-blocks params '[{filters: 32, ...}]']
                                    [--dense params '[{units: 256, dropout: 0.5}]']
                                    [--batch-norm off on keras]
                                    [--onednn default 1] [--pipelines stage keras]
@@ -12,7 +13,9 @@ with the train stage's own code, in the given precision (Keras' global dtype pol
 `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by the CPU), and fed by
 the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`; `keras`: the one
 Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
-other than 1 scales the filters of every conv block (0.5: half as many), `--conv-blocks` replaces
+other than 1 scales the filters of every conv block (0.5: half as many), `--crops` sets
+`model.crop` (default: as `params.yaml` has it; the table writes it before the conv blocks as
+`crop 2 →`), `--conv-blocks` replaces
 `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
 `dvc exp run -S model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and
 `--batch-norm` sets `model.batch_norm` (default: as
@@ -40,11 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load
 from devtools.workspace import PROJECT, command_env
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
-from stages.params import ConvBlock, DenseLayer, load_params
+from stages.params import ConvBlock, DenseLayer, ModelParams, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -66,9 +70,10 @@ def default_trainer(
     conv_blocks: list[ConvBlock] | None = None,
     batch_norm: str | None = None,
     dense: list[DenseLayer] | None = None,
+    crop: int | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense` and the
-    `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
+    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense`, `crop` and
+    the `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
     `width`, built and compiled by the train stage's own code in `precision`; and random batches
     to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring
     process calls it (TensorFlow reads its options at import)."""
@@ -86,12 +91,10 @@ def default_trainer(
     batch_norm_on = params.model.batch_norm if batch_norm is None else batch_norm != "off"
     layer = keras.layers.BatchNormalization if batch_norm == "keras" else FusedBatchNormalization
     dense_layers = params.model.dense if dense is None else dense
-    model = build_model(
-        params.model.model_copy(
-            update={"conv_blocks": blocks, "dense": dense_layers, "batch_norm": batch_norm_on}
-        ),
-        batch_norm_layer=layer,
-    )
+    update = {"conv_blocks": blocks, "dense": dense_layers, "batch_norm": batch_norm_on}
+    if crop is not None:
+        update["crop"] = crop
+    model = build_model(params.model.model_copy(update=update), batch_norm_layer=layer)
     trainer = with_augmentation(model, params.train)
     trainer.compile(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
@@ -117,13 +120,14 @@ def time_steps(
     conv_blocks: list[ConvBlock],
     dense: list[DenseLayer],
     batch_norm: str,
+    crop: int,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
     model, trainer, batches = default_trainer(
-        precision, batch_size, width, conv_blocks, batch_norm, dense
+        precision, batch_size, width, conv_blocks, batch_norm, dense, crop
     )
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
@@ -154,6 +158,7 @@ def measure(
     conv_blocks: list[ConvBlock],
     dense: list[DenseLayer],
     batch_norm: str,
+    crop: int,
     onednn: str,
     steps: int,
     pipeline: str,
@@ -166,7 +171,8 @@ def measure(
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
     dense_layers = json.dumps([layer.model_dump() for layer in dense])
-    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(steps), pipeline]
+    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(crop), str(steps)]
+    args.append(pipeline)
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -195,6 +201,12 @@ def model_layers(key: str, text: str) -> list:
     return list(getattr(params.model, key))
 
 
+def model_crop(text: str) -> int:
+    """A `--crops` value, checked with `params.yaml`'s conv blocks."""
+    crop, _ = checked_setting("model", "crop", text)
+    return crop
+
+
 def model_conv_blocks(text: str) -> list[ConvBlock]:
     """A `--conv-blocks` value, the feature-map rule included."""
     return model_layers("conv_blocks", text)
@@ -205,10 +217,11 @@ def model_dense(text: str) -> list[DenseLayer]:
     return model_layers("dense", text)
 
 
-def describe_conv_blocks(blocks: list[ConvBlock]) -> str:
+def describe_conv_blocks(blocks: list[ConvBlock], crop: int = 0) -> str:
     """Blocks as the README writes a model: `32 → 32 stride 2 → sep 64 → 64 pool` (full 3×3
-    convs and valid padding unless it says otherwise)."""
-    parts = []
+    convs and valid padding unless it says otherwise), after `crop 2 →` where the image's border
+    is cropped."""
+    parts = [f"crop {crop}"] if crop else []
     for block in blocks:
         part = f"sep {block.filters}" if block.separable else f"{block.filters}"
         if block.kernel_size != 3:
@@ -283,6 +296,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
+    parser.add_argument("--crops", type=model_crop, nargs="+")
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
     parser.add_argument("--dense", type=model_dense, nargs="+")
     parser.add_argument("--batch-norm", nargs="+", choices=BATCH_NORM_LAYERS)
@@ -292,11 +306,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
     # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM STEPS PIPELINE.
-    parser.add_argument("--time-steps", nargs=8, help=argparse.SUPPRESS)
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM CROP STEPS PIPELINE.
+    parser.add_argument("--time-steps", nargs=9, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, dense, batch_norm, steps, pipeline = args.time_steps
+        precision, batch_size, width, blocks, dense, batch_norm, crop, steps, pipeline = (
+            args.time_steps
+        )
         conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
         ms, parameters = time_steps(
             precision,
@@ -305,6 +321,7 @@ def main() -> None:
             conv_blocks,
             [DenseLayer.model_validate(layer) for layer in json.loads(dense)],
             batch_norm,
+            int(crop),
             int(steps),
             pipeline,
         )
@@ -314,12 +331,22 @@ def main() -> None:
     conv_blocks = args.conv_blocks or [list(model.conv_blocks)]
     dense = args.dense or [list(model.dense)]
     batch_norms = args.batch_norm or ["on" if model.batch_norm else "off"]
+    crops = args.crops or [model.crop]
+    for crop, blocks in itertools.product(crops, conv_blocks):
+        try:  # a crop may leave other conv blocks no feature map
+            ModelParams.model_validate({**model.model_dump(), "crop": crop, "conv_blocks": blocks})
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+            parser.error(
+                f"--crops {crop} with conv blocks {describe_conv_blocks(blocks)}: {reason}"
+            )
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
         args.precisions,
         args.batch_sizes,
         args.widths,
+        crops,
         conv_blocks,
         dense,
         batch_norms,
@@ -331,8 +358,9 @@ def main() -> None:
             "precision": p,
             "batch_size": b,
             "width": w,
+            "crop": k,
             "blocks": c,
-            "conv_blocks": describe_conv_blocks(c),
+            "conv_blocks": describe_conv_blocks(c, k),
             "dense_layers": d,
             "dense": describe_dense(d),
             "batch_norm": n,
@@ -340,7 +368,7 @@ def main() -> None:
             "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, c, d, n, o, i in combinations
+        for p, b, w, k, c, d, n, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
@@ -358,6 +386,7 @@ def main() -> None:
                 variant["blocks"],
                 variant["dense_layers"],
                 variant["batch_norm"],
+                variant["crop"],
                 variant["onednn"],
                 args.steps,
                 variant["pipeline"],

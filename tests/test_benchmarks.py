@@ -94,6 +94,43 @@ def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp
     assert rows[2][2] == "1 (87,322)"
 
 
+def test_precision_benchmark_times_a_cropped_image_beside_the_whole_one(tmp_path):
+    table = tmp_path / "precision.md"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
+    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0", "2", "--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    assert [line.split(", ")[3] for line in result.stderr.splitlines()] == [
+        "conv blocks 8 pool",
+        "conv blocks crop 2 → 8 pool",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[3] for row in rows] == ["8 pool", "crop 2 → 8 pool"]
+    assert rows[0][2] == one_pooled_conv_parameters(params_dense_units())
+    # 24×24 → conv 22×22×8 → pool 11×11×8: 968 values for the first dense layer, not 1,352.
+    total, inputs = 3 * 3 * 8 + 8, 11 * 11 * 8
+    for units in params_dense_units():
+        total, inputs = total + inputs * units + units, units
+    assert rows[1][2] == f"1 ({total + inputs * 10 + 10:,})"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crops", "14"], "argument --crops: model.crop: Input should be less than or equal"),
+        (["--crops", "7"], "argument --crops: model: conv_blocks[3] shrinks the feature map"),
+        (
+            ["--crops", "6", "--conv-blocks", "params", "[{filters: 8, kernel_size: 17}]"],
+            "--crops 6 with conv blocks 8 (17×17): conv_blocks[0] shrinks the feature map",
+        ),
+    ],
+)
+def test_precision_benchmark_refuses_a_crop_that_leaves_no_feature_map(args, message):
+    command = [sys.executable, "-m", "benchmarks.precision", *args]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
 def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tmp_path):
     """The stage's pipeline turns tf.data's autotuning off; the benchmark can time the one Keras
     builds from arrays beside it, in the same child, steps and model."""

@@ -96,6 +96,33 @@ def test_separable_blocks_filter_each_channel_then_mix_them():
     assert not any(layer.use_bias for layer in with_batch_norm.layers if isinstance(layer, kinds))
 
 
+def test_crop_cuts_the_border_before_the_first_conv():
+    # The default's blocks on 24×24: conv → 22, stride 2 → 10, conv → 8, conv → 6, pool → 3.
+    blocks = [
+        {"filters": 32, "kernel_size": 3},
+        {"filters": 32, "kernel_size": 3, "strides": 2},
+        {"filters": 64, "kernel_size": 3},
+        {"filters": 64, "kernel_size": 3, "pool": True},
+    ]
+    dense = [{"units": 256, "dropout": 0.5}]
+    params = ModelParams(crop=2, conv_blocks=blocks, dense=dense, batch_norm=False, tta="none")
+    model = build_model(params)
+    assert isinstance(model.layers[0], keras.layers.Cropping2D)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.output.shape[1:3] for layer in convs] == [(22, 22), (10, 10), (8, 8), (6, 6)]
+    assert model.count_params() == 215_274  # the dense layer sees 3 × 3 × 64 = 576 values
+    assert model.input_shape == (None, 28, 28, 1)  # it still takes whole images
+    # Ink in the 2-pixel border changes nothing; ink just inside it does.
+    images = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    border = images.copy()
+    border[:, :2] = border[:, -2:] = border[:, :, :2] = border[:, :, -2:] = 1.0
+    inside = images.copy()
+    inside[:, 2, 2:-2] = 1.0
+    probabilities = [model.predict(batch, verbose=0) for batch in (images, border, inside)]
+    np.testing.assert_array_equal(probabilities[0], probabilities[1])
+    assert not np.allclose(probabilities[0], probabilities[2])
+
+
 def test_longer_configuration_of_the_readme():
     # three convs (the last 5×5 with stride 2) → dropout, twice, then conv 128 (4×4) → dropout
     def stage(filters: int) -> list[dict]:

@@ -121,6 +121,8 @@ def test_readme_experiments_set_valid_params_and_change_something(overrides):
         ("preprocess.validation_size", 0, r"preprocess\.validation_size: .*greater than or equal"),
         ("model.batch_norm", "yes", r"model\.batch_norm: Input should be a valid boolean"),
         ("model.tta", "flip", r"model\.tta: Input should be 'none', 'cross' or 'grid'"),
+        ("model.crop", 14, r"model\.crop: Input should be less than or equal to 13"),
+        ("model.crop", -1, r"model\.crop: Input should be greater than or equal to 0"),
         ("train.ema_momentum", 1.0, r"train\.ema_momentum: Input should be less than 1"),
         ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
         ("plots.dpi", 5, r"plots\.dpi: Input should be greater than or equal to 10"),
@@ -179,6 +181,14 @@ def test_strided_convs_shrink_the_feature_map_like_keras():
         validate_params(with_value("model.conv_blocks", valid))
     same = [{"filters": 8, "kernel_size": 5, "strides": 2, "padding": "same"}] * 3
     assert validate_params(with_value("model.conv_blocks", same)).model.conv_blocks[2].strides == 2
+
+
+def test_the_feature_map_rule_starts_from_the_cropped_image():
+    # The default's blocks: crop 6 leaves 16 → 14 → 6 → 4 → 2 → pool 1; crop 7 leaves
+    # 14 → 12 → 5 → 3 → 1 → pool 0.
+    assert validate_params(with_value("model.crop", 6)).model.crop == 6
+    with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* or a smaller crop"):
+        validate_params(with_value("model.crop", 7))
 
 
 def test_reference_architectures_are_expressible():
