@@ -17,12 +17,16 @@ from stages.params import ConvBlock, DenseLayer, load_params
 ONE_POOLED_CONV = "[{filters: 8, kernel_size: 3, pool: true}]"
 
 
-def one_pooled_conv_parameters(dense_units: list[int], batch_norm: bool = False) -> str:
+def one_pooled_conv_parameters(
+    dense_units: list[int], batch_norm: bool = False, crop: int = 0
+) -> str:
     """The table's parameter count of `ONE_POOLED_CONV` → hidden dense layers of `dense_units`
-    → dense 10: a 3x3 conv of 8 filters, 13x13x8 = 1,352 values after the pool. With batch-norm
-    the conv and hidden dense layers lose their biases and each gets 4 weights a channel."""
+    → dense 10: a 3x3 conv of 8 filters, 13x13x8 = 1,352 values after the pool (11x11x8 = 968
+    with a crop of 2). With batch-norm the conv and hidden dense layers lose their biases and
+    each gets 4 weights a channel."""
     per_channel = 4 if batch_norm else 1  # batch-norm's weights, or the bias it replaces
-    total, inputs = 3 * 3 * 8 + 8 * per_channel, 13 * 13 * 8
+    side = (28 - 2 * crop - 2) // 2
+    total, inputs = 3 * 3 * 8 + 8 * per_channel, side * side * 8
     for units in dense_units:
         total, inputs = total + inputs * units + units * per_channel, units
     return f"1 ({total + inputs * 10 + 10:,})"
@@ -39,7 +43,7 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     model = load_params("train", PROJECT).model
-    blocks = describe_conv_blocks(model.conv_blocks)
+    blocks = describe_conv_blocks(model.conv_blocks, model.crop)
     rest = f"dense {describe_dense(model.dense)}, batch-norm off, oneDNN default, input stage"
     assert order == [
         f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
@@ -69,15 +73,19 @@ def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_
     run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     described = [row[3] for row in rows]
-    blocks = load_params("train", PROJECT).model.conv_blocks
-    assert described == [describe_conv_blocks(blocks), "8 pool"]
-    assert rows[1][2] == one_pooled_conv_parameters(params_dense_units())
+    model = load_params("train", PROJECT).model  # its crop applies to the other blocks too
+    one_pooled_conv = [ConvBlock(filters=8, kernel_size=3, pool=True)]
+    assert described == [
+        describe_conv_blocks(model.conv_blocks, model.crop),
+        describe_conv_blocks(one_pooled_conv, model.crop),
+    ]
+    assert rows[1][2] == one_pooled_conv_parameters(params_dense_units(), crop=model.crop)
 
 
 def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
-    args += ["--conv-blocks", ONE_POOLED_CONV]
+    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0"]
     args += ["--dense", "params", "[]", "[{units: 64}]", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     dense = describe_dense(load_params("train", PROJECT).model.dense)
@@ -105,12 +113,9 @@ def test_precision_benchmark_times_a_cropped_image_beside_the_whole_one(tmp_path
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     assert [row[3] for row in rows] == ["8 pool", "crop 2 → 8 pool"]
-    assert rows[0][2] == one_pooled_conv_parameters(params_dense_units())
-    # 24×24 → conv 22×22×8 → pool 11×11×8: 968 values for the first dense layer, not 1,352.
-    total, inputs = 3 * 3 * 8 + 8, 11 * 11 * 8
-    for units in params_dense_units():
-        total, inputs = total + inputs * units + units, units
-    assert rows[1][2] == f"1 ({total + inputs * 10 + 10:,})"
+    assert [row[2] for row in rows] == [
+        one_pooled_conv_parameters(params_dense_units(), crop=crop) for crop in (0, 2)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -150,7 +155,7 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
 def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", ONE_POOLED_CONV]
-    args += ["--batch-norm", "off", "on", "keras", "--rounds", "1", "--steps", "2"]
+    args += ["--crops", "0", "--batch-norm", "off", "on", "keras", "--rounds", "1", "--steps", "2"]
     args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
@@ -280,7 +285,8 @@ def test_layer_passes_compute_the_forward_pass_and_the_gradients_training_needs(
     # No gradient before the first weights; after them, the input's too.
     assert [len(gradients[name]) for name in ("random_rotation", "random_translation")] == [0, 0]
     assert [len(gradients[name]) for name in ("conv2d", "re_lu", "conv2d_1")] == [2, 1, 3]
-    assert passes["conv2d_1"]["input"].shape == (4, 26, 26, 32)
+    side = 26 - 2 * load_params("train", PROJECT).model.crop  # the first conv's output
+    assert passes["conv2d_1"]["input"].shape == (4, side, side, 32)
 
 
 def test_update_results_copies_every_output_git_keeps_and_nothing_else(tmp_path):
