@@ -43,12 +43,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import ValidationError
 
-from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load
+from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load, params_with
 from devtools.workspace import PROJECT, command_env
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
-from stages.params import ConvBlock, DenseLayer, ModelParams, load_params
+from stages.params import ConvBlock, DenseLayer, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -334,12 +333,9 @@ def main() -> None:
     crops = args.crops or [model.crop]
     for crop, blocks in itertools.product(crops, conv_blocks):
         try:  # a crop may leave other conv blocks no feature map
-            ModelParams.model_validate({**model.model_dump(), "crop": crop, "conv_blocks": blocks})
-        except ValidationError as error:
-            reason = error.errors()[0]["msg"].removeprefix("Value error, ")
-            parser.error(
-                f"--crops {crop} with conv blocks {describe_conv_blocks(blocks)}: {reason}"
-            )
+            params_with("model", {"crop": crop, "conv_blocks": [b.model_dump() for b in blocks]})
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--crops {crop} with conv blocks {describe_conv_blocks(blocks)}: {error}")
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(

@@ -114,20 +114,27 @@ def other_load(before: tuple[float, float, float] | None, wall_seconds: float) -
     }
 
 
-def checked_setting(section: str, key: str, value_text: str) -> tuple[object, Params]:
-    """`params.yaml` with `section.key` set to `value_text`, read as YAML as `dvc exp run -S`
-    reads it: the value and the params, checked by the schema. What either refuses is an
+def params_with(section: str, values: dict[str, object]) -> Params:
+    """`params.yaml` with `values` set in `section`, checked by the schema. What it refuses is an
     `ArgumentTypeError` in the schema's words, so argparse names the option it came from."""
     raw = yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
+    raw.setdefault(section, {}).update(values)  # a new section: the schema names it unknown
+    try:
+        return validate_params(raw)
+    except StageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+
+
+def checked_setting(section: str, key: str, value_text: str) -> tuple[object, Params]:
+    """`params.yaml` with `section.key` set to `value_text`, read as YAML as `dvc exp run -S`
+    reads it: the value and the params, checked by the schema (`params_with`). What YAML
+    refuses is an `ArgumentTypeError` too."""
     try:
         value = yaml.safe_load(value_text)
-        raw.setdefault(section, {})[key] = value  # a new section: the schema names it unknown
-        return value, validate_params(raw)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error)
         raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
-    except StageError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
+    return value, params_with(section, {key: value})
 
 
 def param_setting(text: str) -> tuple[str, str, object]:

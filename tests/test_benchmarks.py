@@ -125,7 +125,7 @@ def test_precision_benchmark_times_a_cropped_image_beside_the_whole_one(tmp_path
         (["--crops", "7"], "argument --crops: model: conv_blocks[3] shrinks the feature map"),
         (
             ["--crops", "6", "--conv-blocks", "params", "[{filters: 8, kernel_size: 17}]"],
-            "--crops 6 with conv blocks 8 (17×17): conv_blocks[0] shrinks the feature map",
+            "--crops 6 with conv blocks 8 (17×17): model: conv_blocks[0] shrinks the feature map",
         ),
     ],
 )

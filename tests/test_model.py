@@ -17,9 +17,15 @@ from stages.tf_setup import keras, load_model, tf
 
 
 def build(
-    conv_blocks: list[dict], dense: list[dict], batch_norm: bool = False, name: str = "mnist_cnn"
+    conv_blocks: list[dict],
+    dense: list[dict],
+    batch_norm: bool = False,
+    name: str = "mnist_cnn",
+    crop: int = 0,
 ) -> keras.Model:
-    params = ModelParams(conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm, tta="none")
+    params = ModelParams(
+        crop=crop, conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm, tta="none"
+    )
     return build_model(params, name)
 
 
@@ -104,9 +110,7 @@ def test_crop_cuts_the_border_before_the_first_conv():
         {"filters": 64, "kernel_size": 3},
         {"filters": 64, "kernel_size": 3, "pool": True},
     ]
-    dense = [{"units": 256, "dropout": 0.5}]
-    params = ModelParams(crop=2, conv_blocks=blocks, dense=dense, batch_norm=False, tta="none")
-    model = build_model(params)
+    model = build(blocks, [{"units": 256, "dropout": 0.5}], crop=2)
     assert isinstance(model.layers[0], keras.layers.Cropping2D)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.output.shape[1:3] for layer in convs] == [(22, 22), (10, 10), (8, 8), (6, 6)]
