@@ -15,6 +15,8 @@ TTA_SHIFTS = {
     "cross": ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)),
     "grid": tuple((down, right) for down in (-1, 0, 1) for right in (-1, 0, 1)),
 }
+# What `with_test_time_augmentation` puts between a model's name and the views' in its own.
+TTA_NAME = "_tta_"
 
 
 class FusedBatchNormalization(layers.BatchNormalization):
@@ -156,4 +158,13 @@ def with_test_time_augmentation(model: keras.Model, tta: str) -> keras.Model:
         for down, right in shifts
     ]
     outputs = layers.Average(dtype="float32")([model(view) for view in views])
-    return keras.Model(inputs, outputs, name=f"{model.name}_tta_{tta}")
+    return keras.Model(inputs, outputs, name=f"{model.name}{TTA_NAME}{tta}")
+
+
+def without_test_time_augmentation(model: keras.Model) -> keras.Model:
+    """The model that `with_test_time_augmentation` wrapped in `model` (a saved one included),
+    or `model` itself where it has no views."""
+    if TTA_NAME not in model.name:
+        return model
+    (wrapped,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return wrapped

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-from helpers import run_command
+from helpers import local_project, read_json, run_command, run_stage
 
 from benchmarks.precision import describe_conv_blocks, describe_dense
 from benchmarks.run import copy_results, machine, markdown, param_setting, record_seed
-from devtools.workspace import PROJECT
+from devtools.workspace import BIN, PROJECT, copy_project, edit_params
+from stages.dataset import save_split
 from stages.params import ConvBlock, DenseLayer, load_params
 
 ONE_POOLED_CONV = "[{filters: 8, kernel_size: 3, pool: true}]"
@@ -441,3 +444,73 @@ def test_benchmark_names_the_cores_it_was_pinned_to_not_the_machines():
     )
     results["machine"].update(cores=16)
     assert "avx512_bf16), 16 cores, 23.5 GB" in markdown(results)
+
+
+def views(cwd, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_command([str(BIN / "python"), "-m", "benchmarks.views", *args], cwd, check=check)
+
+
+def test_views_benchmark_scores_each_model_again_as_its_training_did(tmp_path):
+    """Two runs saved with the `cross` views: the table's `cross` row is each run's validation
+    figures, its `none` row the same figures without the views, in the order the models are
+    named; `grid` is scored too. With the test split gone, since nothing may read it."""
+    repo = tmp_path / "repo"
+    local_project(repo, 300, 50)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(PROJECT / "benchmarks", repo / "benchmarks", ignore=ignore)
+    edit_params(repo, "model", tta="cross")
+    run_stage(repo, "download")
+    run_stage(repo, "preprocess")
+    metrics = []
+    for seed in (1, 2):
+        edit_params(repo, "train", seed=seed)
+        run_stage(repo, "train")
+        shutil.copy(repo / "models/model.keras", repo / f"seed{seed}.keras")
+        metrics.append(read_json(repo / "metrics/train.json"))
+    shutil.rmtree(repo / "data/processed/test")
+
+    result = views(repo, "seed1.keras", "seed2.keras", "--output", "views.md")
+    table = (repo / "views.md").read_text()
+    assert result.stdout == table
+    assert "the models seed1.keras, seed2.keras." in table
+    images = len(np.load(repo / "data/processed/val/y.npy"))
+    rows = {row[0]: row[1:] for row in table_rows(table)}
+    assert list(rows) == ["`none`", "`cross`", "`grid`"]
+    for views_name, suffix in (("`cross`", ""), ("`none`", "_without_tta")):
+        accuracies = [run[f"val_accuracy{suffix}"] for run in metrics]
+        losses = [run[f"val_loss{suffix}"] for run in metrics]
+        assert rows[views_name] == [
+            ", ".join(f"{accuracy:.4f}" for accuracy in accuracies),
+            f"{np.mean(accuracies):.5f}",
+            f"{sum(round(accuracy * images) for accuracy in accuracies):,}",
+            ", ".join(f"{loss:.4f}" for loss in losses),
+            f"{np.mean(losses):.5f}",
+        ]
+    assert f"right, of {2 * images:,}" in table
+    assert len(rows["`grid`"][0].split(", ")) == 2
+
+
+def table_rows(table: str) -> list[list[str]]:
+    """The cells of a markdown table's body rows."""
+    rows = [line.strip("|").split(" | ") for line in table.splitlines() if line.startswith("| `")]
+    return [[cell.strip() for cell in row] for row in rows]
+
+
+def test_views_benchmark_refusals_are_one_line_and_write_nothing(tmp_path):
+    unknown = views(PROJECT, "model.keras", "--views", "diagonal", check=False)
+    assert unknown.returncode == 2 and "invalid choice: 'diagonal'" in unknown.stderr
+    copy_project(tmp_path, extra_folders=("benchmarks",))
+    before = set(tmp_path.rglob("*"))
+    output = tmp_path / "views.md"
+    no_split = views(tmp_path, "model.keras", "--output", str(output), check=False)
+    assert no_split.returncode == 1
+    assert no_split.stderr.startswith("views: error: cannot read the val split in data/processed")
+    assert len(no_split.stderr.splitlines()) == 1
+    val = tmp_path / "data/processed/val"
+    val.mkdir(parents=True)
+    save_split(val, np.zeros((3, 28, 28, 1), np.float32), np.zeros(3, np.int64))
+    no_model = views(tmp_path, "nowhere.keras", "--output", str(output), check=False)
+    assert no_model.returncode == 1
+    assert no_model.stderr == "views: error: nowhere.keras not found: run the train stage first\n"
+    written = {path for path in set(tmp_path.rglob("*")) - before if "__pycache__" not in str(path)}
+    assert written == {val.parent.parent, val.parent, val, val / "x.npy", val / "y.npy"}

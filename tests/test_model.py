@@ -11,6 +11,7 @@ from stages.model import (
     build_model,
     keras_batch_norm,
     with_test_time_augmentation,
+    without_test_time_augmentation,
 )
 from stages.params import ModelParams
 from stages.tf_setup import keras, load_model, tf
@@ -285,3 +286,16 @@ def test_each_view_moves_the_image_by_at_most_one_pixel():
 def test_no_test_time_augmentation_leaves_the_model_as_it_is():
     model = build([{"filters": 4, "kernel_size": 3}], [])
     assert with_test_time_augmentation(model, "none") is model
+
+
+def test_the_model_behind_the_views_comes_back_out_of_a_saved_file(tmp_path):
+    """What `with_test_time_augmentation` wrapped, a single model or an ensemble, saved and
+    loaded again: the same weights without the views; a model without views is left as it is."""
+    members = [build([{"filters": 4, "kernel_size": 3}], [], name=f"m{i}") for i in (1, 2)]
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    for model in (members[0], build_ensemble(members)):
+        assert without_test_time_augmentation(model) is model
+        with_test_time_augmentation(model, "cross").save(tmp_path / "model.keras")
+        unwrapped = without_test_time_augmentation(load_model(tmp_path / "model.keras"))
+        assert unwrapped.name == model.name
+        assert np.allclose(unwrapped.predict(images, verbose=0), model.predict(images, verbose=0))
