@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
+import sys
 import typing
 from pathlib import Path
 
@@ -64,13 +65,17 @@ def main() -> None:
     # TensorFlow only once the arguments are known to be right.
     from stages.dataset import load_split
     from stages.model import with_test_time_augmentation, without_test_time_augmentation
-    from stages.tf_setup import load_model
+    from stages.tf_setup import load_model, tf
     from stages.train import validation_metrics
 
+    # Each set of views is a model of its own, whose predictions TensorFlow traces anew; after
+    # five it warns of retracing, which is expected here.
+    tf.get_logger().setLevel("ERROR")
     val = load_split("val")
     scores: dict[str, list[dict[str, float]]] = {views: [] for views in args.views}
-    for path in args.models:
+    for number, path in enumerate(args.models, 1):
         model = without_test_time_augmentation(load_model(path))
+        print(f"model {number} of {len(args.models)}: {path}", file=sys.stderr)
         for views in args.views:
             wrapped = with_test_time_augmentation(model, views)
             scores[views].append(validation_metrics(wrapped, val, BATCH_SIZE))

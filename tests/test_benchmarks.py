@@ -472,6 +472,7 @@ def test_views_benchmark_scores_each_model_again_as_its_training_did(tmp_path):
     result = views(repo, "seed1.keras", "seed2.keras", "--output", "views.md")
     table = (repo / "views.md").read_text()
     assert result.stdout == table
+    assert result.stderr.splitlines() == ["model 1 of 2: seed1.keras", "model 2 of 2: seed2.keras"]
     assert "the models seed1.keras, seed2.keras." in table
     images = len(np.load(repo / "data/processed/val/y.npy"))
     rows = {row[0]: row[1:] for row in table_rows(table)}
