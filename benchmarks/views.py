@@ -23,10 +23,11 @@ import typing
 from pathlib import Path
 
 from stages.common import atomic_path, run
+from stages.dataset import load_split
 from stages.params import ModelParams
 
-# The sets of views `model.tta` takes, read from the schema so that asking for help or naming
-# an unknown set does not wait for TensorFlow.
+# The sets of views `model.tta` takes, read from the schema so that asking for help, naming an
+# unknown set or running without a validation split does not wait for TensorFlow.
 VIEWS = typing.get_args(ModelParams.model_fields["tta"].annotation)
 # Big batches: predicting is all this does. Each image's prediction does not depend on them.
 BATCH_SIZE = 1024
@@ -62,8 +63,8 @@ def main() -> None:
     parser.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    # TensorFlow only once the arguments are known to be right.
-    from stages.dataset import load_split
+    val = load_split("val")
+    # TensorFlow only once the arguments and the split are known to be right.
     from stages.model import with_test_time_augmentation, without_test_time_augmentation
     from stages.tf_setup import load_model, tf
     from stages.train import validation_metrics
@@ -71,7 +72,6 @@ def main() -> None:
     # Each set of views is a model of its own, whose predictions TensorFlow traces anew; after
     # five it warns of retracing, which is expected here.
     tf.get_logger().setLevel("ERROR")
-    val = load_split("val")
     scores: dict[str, list[dict[str, float]]] = {views: [] for views in args.views}
     for number, path in enumerate(args.models, 1):
         model = without_test_time_augmentation(load_model(path))
