@@ -91,6 +91,7 @@ class TrainParams(Section):
     learning_rate: Float = Field(gt=0, le=10)
     lr_schedule: Literal["constant", "cosine", "one_cycle"]
     warmup_epochs: int = Field(ge=0)
+    weight_decay: Float = Field(ge=0, le=1)
     augment_shift: Float = Field(ge=0, le=0.5)
     augment_rotation: Float = Field(ge=0, le=180)
     augment_zoom: Float = Field(ge=0, lt=1)

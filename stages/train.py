@@ -207,7 +207,14 @@ def fit(
     if params.lr_schedule == "one_cycle":  # the schema allows it with adam only
         options["beta_1"] = keras.Variable(BETA_1_AT_REST, trainable=False, name="beta_1")
         callbacks.append(OneCycleMomentum(params.learning_rate))
-    optimizer = OPTIMIZERS[params.optimizer](rate, **options)
+    # Decoupled weight decay (AdamW's): each step first shrinks a weight by rate × decay of itself.
+    optimizer = OPTIMIZERS[params.optimizer](
+        rate, weight_decay=params.weight_decay or None, **options
+    )
+    if params.weight_decay:
+        # Only the conv and dense kernels: biases and batch-norm's scale and offset set a unit's
+        # range, not the model's capacity, and common practice leaves them undecayed.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     trainer.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",

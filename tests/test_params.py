@@ -124,6 +124,7 @@ def test_readme_experiments_set_valid_params_and_change_something(overrides):
         ("model.crop", 14, r"model\.crop: Input should be less than or equal to 13"),
         ("model.crop", -1, r"model\.crop: Input should be greater than or equal to 0"),
         ("train.ema_momentum", 1.0, r"train\.ema_momentum: Input should be less than 1"),
+        ("train.weight_decay", -0.1, r"train\.weight_decay: Input should be greater than or equal"),
         ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
         ("plots.dpi", 5, r"plots\.dpi: Input should be greater than or equal to 10"),
     ],

@@ -32,6 +32,7 @@ BASE = {
     "learning_rate": 0.01,
     "lr_schedule": "cosine",
     "warmup_epochs": 2,
+    "weight_decay": 0.0,
     "augment_shift": 0.0,
     "augment_rotation": 0.0,
     "augment_zoom": 0.0,
@@ -117,6 +118,32 @@ def test_fit_with_one_cycle_leaves_beta_1_where_the_last_step_put_it():
     last_rate = float(learning_rate(params, steps_per_epoch=8)(15))
     assert 0 < last_rate < 0.001
     assert float(model.optimizer.beta_1) == pytest.approx(one_cycle_beta_1(last_rate, 0.01))
+
+
+def test_weight_decay_shrinks_each_kernel_by_rate_times_decay_of_itself_and_no_bias():
+    """One SGD step at a constant rate from the same start: the gradient is taken at the start
+    either way, so the decayed kernel ends rate × decay × its start below the undecayed one."""
+    start_kernel, zeros = dense_classifier().get_weights()
+    start_bias = zeros + 0.5  # not zero, so that decaying it would show
+    ends = []
+    for decay in (0.0, 0.5):
+        model = dense_classifier()
+        model.set_weights([start_kernel, start_bias])
+        params = train_params(
+            optimizer="sgd",
+            lr_schedule="constant",
+            warmup_epochs=0,
+            epochs=1,
+            batch_size=256,
+            weight_decay=decay,
+        )
+        fit(model, params, *tiny_fit_data())  # one step of the 256 images
+        ends.append(model.get_weights())
+    (kernel, bias), (decayed_kernel, decayed_bias) = ends
+    shrink = 0.01 * 0.5 * start_kernel
+    assert np.abs(shrink).max() > 1e-4
+    assert np.allclose(decayed_kernel, kernel - shrink, rtol=0, atol=1e-7)
+    assert np.array_equal(decayed_bias, bias)
 
 
 def test_warmup_must_be_shorter_than_training():
