@@ -140,7 +140,7 @@ def test_weight_decay_shrinks_each_kernel_by_rate_times_decay_of_itself_and_no_b
         fit(model, params, *tiny_fit_data())  # one step of the 256 images
         ends.append(model.get_weights())
     (kernel, bias), (decayed_kernel, decayed_bias) = ends
-    shrink = 0.01 * 0.5 * start_kernel
+    shrink = BASE["learning_rate"] * 0.5 * start_kernel  # the rate those params train at
     assert np.abs(shrink).max() > 1e-4
     assert np.allclose(decayed_kernel, kernel - shrink, rtol=0, atol=1e-7)
     assert np.array_equal(decayed_bias, bias)
