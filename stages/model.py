@@ -56,7 +56,7 @@ def build_model(
     name: str = "mnist_cnn",
     batch_norm_layer: type[layers.BatchNormalization] = FusedBatchNormalization,
 ) -> keras.Model:
-    """[The image's border cropped], then conv blocks (conv, possibly strided or
+    """[The image's border cropped], [the image scaled], then conv blocks (conv, possibly strided or
     depthwise-separable → [batch-norm] → ReLU → [2×2 max-pool] → [dropout]), then dense layers
     (dense → [batch-norm] → ReLU → [dropout]), then a softmax over the ten digits.
 
@@ -72,6 +72,10 @@ def build_model(
         # MNIST's 2-pixel border holds a quarter of a percent of its ink (README: "A cropped
         # input").
         model.add(layers.Cropping2D(params.crop))
+    if params.resize:
+        # Scaled by averaging the pixels each output pixel covers, so no ink is lost, only
+        # resolution (README: "A scaled input").
+        model.add(layers.Resizing(params.resize, params.resize, interpolation="area"))
     for block in params.conv_blocks:
         # A separable conv filters each channel on its own, then mixes the channels by a 1×1
         # conv: a fraction of a full conv's multiplications (README: "Separable convs").

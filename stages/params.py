@@ -60,6 +60,8 @@ class DenseLayer(Section):
 class ModelParams(Section):
     # Pixels cut from each border of the image before the first conv; it leaves at least 1×1.
     crop: int = Field(default=0, ge=0, le=(IMAGE_SIZE - 1) // 2)
+    # Side in pixels the (cropped) image is scaled to before the first conv; 0 = not scaled.
+    resize: int = Field(default=0, ge=0, le=IMAGE_SIZE)
     conv_blocks: list[ConvBlock]
     dense: list[DenseLayer]
     batch_norm: bool
@@ -67,7 +69,7 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _feature_map_not_empty(self) -> ModelParams:
-        size = IMAGE_SIZE - 2 * self.crop
+        size = self.resize or IMAGE_SIZE - 2 * self.crop
         for index, block in enumerate(self.conv_blocks):
             if block.padding == "valid":
                 size = (size - block.kernel_size) // block.strides + 1
@@ -79,7 +81,7 @@ class ModelParams(Section):
                 raise ValueError(
                     f"conv_blocks[{index}] shrinks the feature map below 1x1; "
                     "use padding: same, a smaller kernel_size or strides, fewer pool: true, "
-                    "or a smaller crop"
+                    "or a smaller crop or a larger resize"
                 )
         return self
 

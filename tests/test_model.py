@@ -23,9 +23,15 @@ def build(
     batch_norm: bool = False,
     name: str = "mnist_cnn",
     crop: int = 0,
+    resize: int = 0,
 ) -> keras.Model:
     params = ModelParams(
-        crop=crop, conv_blocks=conv_blocks, dense=dense, batch_norm=batch_norm, tta="none"
+        crop=crop,
+        resize=resize,
+        conv_blocks=conv_blocks,
+        dense=dense,
+        batch_norm=batch_norm,
+        tta="none",
     )
     return build_model(params, name)
 
@@ -103,15 +109,18 @@ def test_separable_blocks_filter_each_channel_then_mix_them():
     assert not any(layer.use_bias for layer in with_batch_norm.layers if isinstance(layer, kinds))
 
 
+# The default's conv blocks.
+DEFAULT_BLOCKS = [
+    {"filters": 32, "kernel_size": 3},
+    {"filters": 32, "kernel_size": 3, "strides": 2},
+    {"filters": 64, "kernel_size": 3},
+    {"filters": 64, "kernel_size": 3, "pool": True},
+]
+
+
 def test_crop_cuts_the_border_before_the_first_conv():
     # The default's blocks on 24×24: conv → 22, stride 2 → 10, conv → 8, conv → 6, pool → 3.
-    blocks = [
-        {"filters": 32, "kernel_size": 3},
-        {"filters": 32, "kernel_size": 3, "strides": 2},
-        {"filters": 64, "kernel_size": 3},
-        {"filters": 64, "kernel_size": 3, "pool": True},
-    ]
-    model = build(blocks, [{"units": 256, "dropout": 0.5}], crop=2)
+    model = build(DEFAULT_BLOCKS, [{"units": 256, "dropout": 0.5}], crop=2)
     assert isinstance(model.layers[0], keras.layers.Cropping2D)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.output.shape[1:3] for layer in convs] == [(22, 22), (10, 10), (8, 8), (6, 6)]
@@ -126,6 +135,29 @@ def test_crop_cuts_the_border_before_the_first_conv():
     probabilities = [model.predict(batch, verbose=0) for batch in (images, border, inside)]
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
     assert not np.allclose(probabilities[0], probabilities[2])
+
+
+def test_resize_scales_the_whole_image_before_the_first_conv():
+    # The default's blocks on 24×24, as with the crop, but every pixel of the 28×28 counts.
+    model = build(DEFAULT_BLOCKS, [{"units": 256, "dropout": 0.5}], resize=24)
+    assert isinstance(model.layers[0], keras.layers.Resizing)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.output.shape[1:3] for layer in convs] == [(22, 22), (10, 10), (8, 8), (6, 6)]
+    assert model.count_params() == 215_274
+    assert model.input_shape == (None, 28, 28, 1)
+    # Area averaging: one lit pixel, wherever it is, border included, keeps all of its ink in
+    # the scaled image (its sum scaled by the area, (24 / 28)²); sampling would miss some.
+    scale = keras.Sequential([keras.Input((28, 28, 1)), model.layers[0]])
+    dots = np.zeros((28 * 28, 28, 28, 1), np.float32)
+    dots.reshape(28 * 28, -1)[np.arange(28 * 28), np.arange(28 * 28)] = 1.0
+    scaled = scale.predict(dots, verbose=0)
+    assert scaled.shape == (28 * 28, 24, 24, 1)
+    np.testing.assert_allclose(scaled.sum(axis=(1, 2, 3)), (24 / 28) ** 2, rtol=1e-5)
+    images = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    border = images.copy()
+    border[:, 0] = 1.0
+    probabilities = [model.predict(batch, verbose=0) for batch in (images, border)]
+    assert not np.allclose(probabilities[0], probabilities[1])
 
 
 def test_longer_configuration_of_the_readme():

@@ -123,6 +123,7 @@ def test_readme_experiments_set_valid_params_and_change_something(overrides):
         ("model.tta", "flip", r"model\.tta: Input should be 'none', 'cross' or 'grid'"),
         ("model.crop", 14, r"model\.crop: Input should be less than or equal to 13"),
         ("model.crop", -1, r"model\.crop: Input should be greater than or equal to 0"),
+        ("model.resize", 29, r"model\.resize: Input should be less than or equal to 28"),
         ("train.ema_momentum", 1.0, r"train\.ema_momentum: Input should be less than 1"),
         ("train.weight_decay", -0.1, r"train\.weight_decay: Input should be greater than or equal"),
         ("model.conv_blocks.0.dropout", 1.0, r"model\.conv_blocks\[0\]\.dropout: .*less than 1"),
@@ -184,12 +185,15 @@ def test_strided_convs_shrink_the_feature_map_like_keras():
     assert validate_params(with_value("model.conv_blocks", same)).model.conv_blocks[2].strides == 2
 
 
-def test_the_feature_map_rule_starts_from_the_cropped_image():
+def test_the_feature_map_rule_starts_from_the_cropped_or_scaled_image():
     # The default's blocks: crop 6 leaves 16 → 14 → 6 → 4 → 2 → pool 1; crop 7 leaves
-    # 14 → 12 → 5 → 3 → 1 → pool 0.
+    # 14 → 12 → 5 → 3 → 1 → pool 0. A resize sets the side whatever the crop.
     assert validate_params(with_value("model.crop", 6)).model.crop == 6
     with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* or a smaller crop"):
         validate_params(with_value("model.crop", 7))
+    assert validate_params(with_value("model.resize", 16)).model.resize == 16
+    with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* or a larger resize"):
+        validate_params(with_value("model.resize", 14))
 
 
 def test_reference_architectures_are_expressible():
