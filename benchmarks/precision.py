@@ -1,7 +1,7 @@
 """Time per training step of the default model in each precision, batch size and width. By hand:
 
     python -m benchmarks.precision [--precisions float32 mixed_bfloat16] [--batch-sizes 128 256]
-                                   [--widths 1 0.5] [--crops 0 2]
+                                   [--widths 1 0.5] [--crops 0 2] [--resizes 0 24]
                                    [--conv-blocks params '[{filters: 32, ...}]']
                                    [--dense params '[{units: 256, dropout: 0.5}]']
                                    [--batch-norm off on keras]
@@ -14,8 +14,8 @@ with the train stage's own code, in the given precision (Keras' global dtype pol
 the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`; `keras`: the one
 Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
 other than 1 scales the filters of every conv block (0.5: half as many), `--crops` sets
-`model.crop` (default: as `params.yaml` has it; the table writes it before the conv blocks as
-`crop 2 →`), `--conv-blocks` replaces
+`model.crop` and `--resizes` `model.resize` (default: as `params.yaml` has them; the table writes
+them before the conv blocks as `crop 2 →` and `resize 24 →`), `--conv-blocks` replaces
 `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
 `dvc exp run -S model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and
 `--batch-norm` sets `model.batch_norm` (default: as
@@ -70,9 +70,11 @@ def default_trainer(
     batch_norm: str | None = None,
     dense: list[DenseLayer] | None = None,
     crop: int | None = None,
+    resize: int | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense`, `crop` and
-    the `--batch-norm` value `batch_norm` in place of its own, if given), its conv filters scaled by
+    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense`, `crop`,
+    `resize` and the `--batch-norm` value `batch_norm` in place of its own, if given), its conv
+    filters scaled by
     `width`, built and compiled by the train stage's own code in `precision`; and random batches
     to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring
     process calls it (TensorFlow reads its options at import)."""
@@ -93,6 +95,8 @@ def default_trainer(
     update = {"conv_blocks": blocks, "dense": dense_layers, "batch_norm": batch_norm_on}
     if crop is not None:
         update["crop"] = crop
+    if resize is not None:
+        update["resize"] = resize
     model = build_model(params.model.model_copy(update=update), batch_norm_layer=layer)
     trainer = with_augmentation(model, params.train)
     trainer.compile(
@@ -120,13 +124,14 @@ def time_steps(
     dense: list[DenseLayer],
     batch_norm: str,
     crop: int,
+    resize: int,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
     model, trainer, batches = default_trainer(
-        precision, batch_size, width, conv_blocks, batch_norm, dense, crop
+        precision, batch_size, width, conv_blocks, batch_norm, dense, crop, resize
     )
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
@@ -158,6 +163,7 @@ def measure(
     dense: list[DenseLayer],
     batch_norm: str,
     crop: int,
+    resize: int,
     onednn: str,
     steps: int,
     pipeline: str,
@@ -170,8 +176,8 @@ def measure(
     args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
     blocks = json.dumps([block.model_dump() for block in conv_blocks])
     dense_layers = json.dumps([layer.model_dump() for layer in dense])
-    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(crop), str(steps)]
-    args.append(pipeline)
+    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(crop), str(resize)]
+    args += [str(steps), pipeline]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -206,6 +212,12 @@ def model_crop(text: str) -> int:
     return crop
 
 
+def model_resize(text: str) -> int:
+    """A `--resizes` value, checked with `params.yaml`'s conv blocks."""
+    resize, _ = checked_setting("model", "resize", text)
+    return resize
+
+
 def model_conv_blocks(text: str) -> list[ConvBlock]:
     """A `--conv-blocks` value, the feature-map rule included."""
     return model_layers("conv_blocks", text)
@@ -216,11 +228,12 @@ def model_dense(text: str) -> list[DenseLayer]:
     return model_layers("dense", text)
 
 
-def describe_conv_blocks(blocks: list[ConvBlock], crop: int = 0) -> str:
+def describe_conv_blocks(blocks: list[ConvBlock], crop: int = 0, resize: int = 0) -> str:
     """Blocks as the README writes a model: `32 → 32 stride 2 → sep 64 → 64 pool` (full 3×3
     convs and valid padding unless it says otherwise), after `crop 2 →` where the image's border
-    is cropped."""
+    is cropped and `resize 24 →` where it is scaled."""
     parts = [f"crop {crop}"] if crop else []
+    parts += [f"resize {resize}"] if resize else []
     for block in blocks:
         part = f"sep {block.filters}" if block.separable else f"{block.filters}"
         if block.kernel_size != 3:
@@ -296,6 +309,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--widths", type=positive_width, nargs="+", default=[1.0])
     parser.add_argument("--crops", type=model_crop, nargs="+")
+    parser.add_argument("--resizes", type=model_resize, nargs="+")
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
     parser.add_argument("--dense", type=model_dense, nargs="+")
     parser.add_argument("--batch-norm", nargs="+", choices=BATCH_NORM_LAYERS)
@@ -305,11 +319,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
     # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM CROP STEPS PIPELINE.
-    parser.add_argument("--time-steps", nargs=9, help=argparse.SUPPRESS)
+    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM CROP RESIZE STEPS PIPELINE.
+    parser.add_argument("--time-steps", nargs=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, dense, batch_norm, crop, steps, pipeline = (
+        precision, batch_size, width, blocks, dense, batch_norm, crop, resize, steps, pipeline = (
             args.time_steps
         )
         conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
@@ -321,6 +335,7 @@ def main() -> None:
             [DenseLayer.model_validate(layer) for layer in json.loads(dense)],
             batch_norm,
             int(crop),
+            int(resize),
             int(steps),
             pipeline,
         )
@@ -331,11 +346,14 @@ def main() -> None:
     dense = args.dense or [list(model.dense)]
     batch_norms = args.batch_norm or ["on" if model.batch_norm else "off"]
     crops = args.crops or [model.crop]
-    for crop, blocks in itertools.product(crops, conv_blocks):
-        try:  # a crop may leave other conv blocks no feature map
-            params_with("model", {"crop": crop, "conv_blocks": [b.model_dump() for b in blocks]})
+    resizes = args.resizes or [model.resize]
+    for crop, resize, blocks in itertools.product(crops, resizes, conv_blocks):
+        input_size = {"crop": crop, "resize": resize}
+        try:  # a crop or resize may leave other conv blocks no feature map
+            params_with("model", {**input_size, "conv_blocks": [b.model_dump() for b in blocks]})
         except argparse.ArgumentTypeError as error:
-            parser.error(f"--crops {crop} with conv blocks {describe_conv_blocks(blocks)}: {error}")
+            options = f"--crops {crop}" + (f" --resizes {resize}" if resize else "")
+            parser.error(f"{options} with conv blocks {describe_conv_blocks(blocks)}: {error}")
 
     started, cpu_before = time.perf_counter(), cpu_seconds()
     combinations = itertools.product(
@@ -343,6 +361,7 @@ def main() -> None:
         args.batch_sizes,
         args.widths,
         crops,
+        resizes,
         conv_blocks,
         dense,
         batch_norms,
@@ -355,8 +374,9 @@ def main() -> None:
             "batch_size": b,
             "width": w,
             "crop": k,
+            "resize": r,
             "blocks": c,
-            "conv_blocks": describe_conv_blocks(c, k),
+            "conv_blocks": describe_conv_blocks(c, k, r),
             "dense_layers": d,
             "dense": describe_dense(d),
             "batch_norm": n,
@@ -364,7 +384,7 @@ def main() -> None:
             "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, k, c, d, n, o, i in combinations
+        for p, b, w, k, r, c, d, n, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
@@ -383,6 +403,7 @@ def main() -> None:
                 variant["dense_layers"],
                 variant["batch_norm"],
                 variant["crop"],
+                variant["resize"],
                 variant["onednn"],
                 args.steps,
                 variant["pipeline"],

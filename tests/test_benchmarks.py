@@ -21,14 +21,14 @@ ONE_POOLED_CONV = "[{filters: 8, kernel_size: 3, pool: true}]"
 
 
 def one_pooled_conv_parameters(
-    dense_units: list[int], batch_norm: bool = False, crop: int = 0
+    dense_units: list[int], batch_norm: bool = False, crop: int = 0, resize: int = 0
 ) -> str:
     """The table's parameter count of `ONE_POOLED_CONV` → hidden dense layers of `dense_units`
     → dense 10: a 3x3 conv of 8 filters, 13x13x8 = 1,352 values after the pool (11x11x8 = 968
     with a crop of 2). With batch-norm the conv and hidden dense layers lose their biases and
     each gets 4 weights a channel."""
     per_channel = 4 if batch_norm else 1  # batch-norm's weights, or the bias it replaces
-    side = (28 - 2 * crop - 2) // 2
+    side = ((resize or 28 - 2 * crop) - 2) // 2
     total, inputs = 3 * 3 * 8 + 8 * per_channel, side * side * 8
     for units in dense_units:
         total, inputs = total + inputs * units + units * per_channel, units
@@ -46,7 +46,7 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     model = load_params("train", PROJECT).model
-    blocks = describe_conv_blocks(model.conv_blocks, model.crop)
+    blocks = describe_conv_blocks(model.conv_blocks, model.crop, model.resize)
     rest = f"dense {describe_dense(model.dense)}, batch-norm off, oneDNN default, input stage"
     assert order == [
         f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
@@ -76,19 +76,21 @@ def test_precision_benchmark_times_other_conv_blocks_beside_the_params_ones(tmp_
     run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
     described = [row[3] for row in rows]
-    model = load_params("train", PROJECT).model  # its crop applies to the other blocks too
+    model = load_params("train", PROJECT).model  # its crop and resize apply to the others too
     one_pooled_conv = [ConvBlock(filters=8, kernel_size=3, pool=True)]
     assert described == [
-        describe_conv_blocks(model.conv_blocks, model.crop),
-        describe_conv_blocks(one_pooled_conv, model.crop),
+        describe_conv_blocks(model.conv_blocks, model.crop, model.resize),
+        describe_conv_blocks(one_pooled_conv, model.crop, model.resize),
     ]
-    assert rows[1][2] == one_pooled_conv_parameters(params_dense_units(), crop=model.crop)
+    assert rows[1][2] == one_pooled_conv_parameters(
+        params_dense_units(), crop=model.crop, resize=model.resize
+    )
 
 
 def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
-    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0"]
+    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0", "--resizes", "0"]
     args += ["--dense", "params", "[]", "[{units: 64}]", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     dense = describe_dense(load_params("train", PROJECT).model.dense)
@@ -105,19 +107,22 @@ def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp
     assert rows[2][2] == "1 (87,322)"
 
 
-def test_precision_benchmark_times_a_cropped_image_beside_the_whole_one(tmp_path):
+def test_precision_benchmark_times_cropped_and_scaled_images_beside_the_whole_one(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--rounds", "1", "--steps", "2"]
-    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0", "2", "--output", str(table)]
+    args += ["--conv-blocks", ONE_POOLED_CONV, "--crops", "0", "2", "--resizes", "0", "20"]
+    args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    described = ["8 pool", "resize 20 → 8 pool", "crop 2 → 8 pool", "crop 2 → resize 20 → 8 pool"]
     assert [line.split(", ")[3] for line in result.stderr.splitlines()] == [
-        "conv blocks 8 pool",
-        "conv blocks crop 2 → 8 pool",
+        f"conv blocks {blocks}" for blocks in described
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[3] for row in rows] == ["8 pool", "crop 2 → 8 pool"]
+    assert [row[3] for row in rows] == described
+    inputs = [(0, 0), (0, 20), (2, 0), (2, 20)]  # the side the conv sees: 28, 20, 24, 20
     assert [row[2] for row in rows] == [
-        one_pooled_conv_parameters(params_dense_units(), crop=crop) for crop in (0, 2)
+        one_pooled_conv_parameters(params_dense_units(), crop=crop, resize=resize)
+        for crop, resize in inputs
     ]
 
 
@@ -125,14 +130,23 @@ def test_precision_benchmark_times_a_cropped_image_beside_the_whole_one(tmp_path
     ("args", "message"),
     [
         (["--crops", "14"], "argument --crops: model.crop: Input should be less than or equal"),
-        (["--crops", "7"], "argument --crops: model: conv_blocks[3] shrinks the feature map"),
+        (["--resizes", "14"], "argument --resizes: model: conv_blocks[3] shrinks the feature"),
+        (["--crops", "7", "--resizes", "0"], "--crops 7 with conv blocks 32 → 32 stride 2"),
         (
-            ["--crops", "6", "--conv-blocks", "params", "[{filters: 8, kernel_size: 17}]"],
-            "--crops 6 with conv blocks 8 (17×17): model: conv_blocks[0] shrinks the feature map",
+            [
+                "--crops",
+                "6",
+                "--resizes",
+                "0",
+                "--conv-blocks",
+                "params",
+                "[{filters: 8, kernel_size: 17}]",
+            ],
+            "--crops 6 with conv blocks 8 (17×17): model: conv_blocks[0] shrinks the feature",
         ),
     ],
 )
-def test_precision_benchmark_refuses_a_crop_that_leaves_no_feature_map(args, message):
+def test_precision_benchmark_refuses_an_input_that_leaves_no_feature_map(args, message):
     command = [sys.executable, "-m", "benchmarks.precision", *args]
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -158,7 +172,8 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
 def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
     table = tmp_path / "precision.md"
     args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", ONE_POOLED_CONV]
-    args += ["--crops", "0", "--batch-norm", "off", "on", "keras", "--rounds", "1", "--steps", "2"]
+    args += ["--crops", "0", "--resizes", "0", "--batch-norm", "off", "on", "keras"]
+    args += ["--rounds", "1", "--steps", "2"]
     args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
@@ -288,7 +303,8 @@ def test_layer_passes_compute_the_forward_pass_and_the_gradients_training_needs(
     # No gradient before the first weights; after them, the input's too.
     assert [len(gradients[name]) for name in ("random_rotation", "random_translation")] == [0, 0]
     assert [len(gradients[name]) for name in ("conv2d", "re_lu", "conv2d_1")] == [2, 1, 3]
-    side = 26 - 2 * load_params("train", PROJECT).model.crop  # the first conv's output
+    model = load_params("train", PROJECT).model
+    side = (model.resize or 28 - 2 * model.crop) - 2  # the first conv's output
     assert passes["conv2d_1"]["input"].shape == (4, side, side, 32)
 
 

@@ -188,12 +188,22 @@ def test_strided_convs_shrink_the_feature_map_like_keras():
 def test_the_feature_map_rule_starts_from_the_cropped_or_scaled_image():
     # The default's blocks: crop 6 leaves 16 → 14 → 6 → 4 → 2 → pool 1; crop 7 leaves
     # 14 → 12 → 5 → 3 → 1 → pool 0. A resize sets the side whatever the crop.
-    assert validate_params(with_value("model.crop", 6)).model.crop == 6
-    with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* or a smaller crop"):
-        validate_params(with_value("model.crop", 7))
-    assert validate_params(with_value("model.resize", 16)).model.resize == 16
-    with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* or a larger resize"):
-        validate_params(with_value("model.resize", 14))
+    unscaled = with_value("model.resize", 0)
+    for crop, fits in ((6, True), (7, False), (13, False)):
+        unscaled["model"]["crop"] = crop
+        if fits:
+            assert validate_params(unscaled).model.crop == crop
+        else:
+            with pytest.raises(StageError, match=r"conv_blocks\[\d\] shrinks .* a smaller crop"):
+                validate_params(unscaled)
+    scaled = with_value("model.crop", 7)  # cut to 14×14, then scaled to the resize's side
+    for resize, fits in ((16, True), (14, False)):
+        scaled["model"]["resize"] = resize
+        if fits:
+            assert validate_params(scaled).model.resize == resize
+        else:
+            with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* larger resize"):
+                validate_params(scaled)
 
 
 def test_reference_architectures_are_expressible():
