@@ -185,25 +185,28 @@ def test_strided_convs_shrink_the_feature_map_like_keras():
     assert validate_params(with_value("model.conv_blocks", same)).model.conv_blocks[2].strides == 2
 
 
-def test_the_feature_map_rule_starts_from_the_cropped_or_scaled_image():
-    # The default's blocks: crop 6 leaves 16 → 14 → 6 → 4 → 2 → pool 1; crop 7 leaves
-    # 14 → 12 → 5 → 3 → 1 → pool 0. A resize sets the side whatever the crop.
-    unscaled = with_value("model.resize", 0)
-    for crop, fits in ((6, True), (7, False), (13, False)):
-        unscaled["model"]["crop"] = crop
-        if fits:
-            assert validate_params(unscaled).model.crop == crop
-        else:
-            with pytest.raises(StageError, match=r"conv_blocks\[\d\] shrinks .* a smaller crop"):
-                validate_params(unscaled)
-    scaled = with_value("model.crop", 7)  # cut to 14×14, then scaled to the resize's side
-    for resize, fits in ((16, True), (14, False)):
-        scaled["model"]["resize"] = resize
-        if fits:
-            assert validate_params(scaled).model.resize == resize
-        else:
-            with pytest.raises(StageError, match=r"conv_blocks\[3\] shrinks .* larger resize"):
-                validate_params(scaled)
+# The default's blocks: crop 6 leaves 16 → 14 → 6 → 4 → 2 → pool 1; crop 7 leaves
+# 14 → 12 → 5 → 3 → 1 → pool 0; crop 13 leaves 2, too small for the first 3×3 conv. A resize
+# sets the side whatever the crop: 16 fits, 14 does not.
+@pytest.mark.parametrize(
+    ("crop", "resize", "refusal"),
+    [
+        (6, 0, None),
+        (7, 0, "a smaller crop"),
+        (13, 0, "a smaller crop"),
+        (7, 16, None),
+        (7, 14, "a larger resize"),
+    ],
+)
+def test_the_feature_map_rule_starts_from_the_cropped_or_scaled_image(crop, resize, refusal):
+    params = with_value("model.crop", crop)
+    params["model"]["resize"] = resize
+    if refusal is None:
+        model = validate_params(params).model
+        assert (model.crop, model.resize) == (crop, resize)
+    else:
+        with pytest.raises(StageError, match=rf"conv_blocks\[\d\] shrinks .* {refusal}"):
+            validate_params(params)
 
 
 def test_reference_architectures_are_expressible():
