@@ -74,10 +74,9 @@ def default_trainer(
 ) -> tuple:
     """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense`, `crop`,
     `resize` and the `--batch-norm` value `batch_norm` in place of its own, if given), its conv
-    filters scaled by
-    `width`, built and compiled by the train stage's own code in `precision`; and random batches
-    to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so only a measuring
-    process calls it (TensorFlow reads its options at import)."""
+    filters scaled by `width`, built and compiled by the train stage's own code in `precision`;
+    and random batches to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so
+    only a measuring process calls it (TensorFlow reads its options at import)."""
     from stages.model import FusedBatchNormalization, build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
