@@ -18,13 +18,14 @@ other than 1 scales the filters of every conv block (0.5: half as many), `--crop
 them before the conv blocks as `crop 2 →` and `resize 24 →`), `--conv-blocks` replaces
 `model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
 `dvc exp run -S model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and
-`--batch-norm` sets `model.batch_norm` (default: as
-`params.yaml` has it; `keras`: on, with Keras' own layer in place of the fused one the train stage
-trains with), so the cost of another model can be measured before any training. It trains
-a few warm-up steps on random images, then times `--steps` more. The variants run in turn, round
-after round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives every
-time and the median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time
-other processes took meanwhile.
+`--batch-norm` sets `model.batch_norm` (default: as `params.yaml` has it; `keras`: on, with Keras'
+own layer in place of the fused one the train stage trains with), so the cost of another model can
+be measured before any training. Every combination of the options given is timed; one whose crop or
+resize leaves a conv block no feature map is refused, by name, before any timing. It trains a few
+warm-up steps on random images, then times `--steps` more. The variants run in turn, round after
+round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives every time
+and the median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time other
+processes took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -195,31 +196,39 @@ def positive_width(text: str) -> float:
     return width
 
 
-def model_layers(key: str, text: str) -> list:
+# A `--crops`, `--resizes` or `--conv-blocks` value is checked alone, beside these: the conv
+# blocks on the whole image, the largest any crop or resize leaves, and a crop or resize with no
+# blocks. Whether each combination the run times leaves a feature map is checked in `main`, with
+# the others given (or `params.yaml`'s), not with `params.yaml`'s alone.
+WHOLE_IMAGE = {"crop": 0, "resize": 0}
+NO_CONV_BLOCKS = {"conv_blocks": []}
+
+
+def model_layers(key: str, text: str, beside: dict | None = None) -> list:
     """`model.<key>` as `text` gives it: `params` (params.yaml's) or a YAML list, checked by the
-    params schema as if `params.yaml` had it."""
+    params schema as if `params.yaml` had it (with the keys of `beside` too)."""
     if text == PARAMS_LAYERS:
         params = load_params("train", PROJECT)
     else:
-        _, params = checked_setting("model", key, text)
+        _, params = checked_setting("model", key, text, beside)
     return list(getattr(params.model, key))
 
 
 def model_crop(text: str) -> int:
-    """A `--crops` value, checked with `params.yaml`'s conv blocks."""
-    crop, _ = checked_setting("model", "crop", text)
+    """A `--crops` value, within the schema's bounds."""
+    crop, _ = checked_setting("model", "crop", text, NO_CONV_BLOCKS)
     return crop
 
 
 def model_resize(text: str) -> int:
-    """A `--resizes` value, checked with `params.yaml`'s conv blocks."""
-    resize, _ = checked_setting("model", "resize", text)
+    """A `--resizes` value, within the schema's bounds."""
+    resize, _ = checked_setting("model", "resize", text, NO_CONV_BLOCKS)
     return resize
 
 
 def model_conv_blocks(text: str) -> list[ConvBlock]:
-    """A `--conv-blocks` value, the feature-map rule included."""
-    return model_layers("conv_blocks", text)
+    """A `--conv-blocks` value, the feature-map rule included for the whole image."""
+    return model_layers("conv_blocks", text, WHOLE_IMAGE)
 
 
 def model_dense(text: str) -> list[DenseLayer]:
@@ -350,8 +359,8 @@ def main() -> None:
         input_size = {"crop": crop, "resize": resize}
         try:  # a crop or resize may leave other conv blocks no feature map
             params_with("model", {**input_size, "conv_blocks": [b.model_dump() for b in blocks]})
-        except argparse.ArgumentTypeError as error:
-            options = f"--crops {crop}" + (f" --resizes {resize}" if resize else "")
+        except argparse.ArgumentTypeError as error:  # never for the whole image (see above)
+            options = " ".join(f"--{name}s {value}" for name, value in input_size.items() if value)
             parser.error(f"{options} with conv blocks {describe_conv_blocks(blocks)}: {error}")
 
     started, cpu_before = time.perf_counter(), cpu_seconds()

@@ -125,16 +125,18 @@ def params_with(section: str, values: dict[str, object]) -> Params:
         raise argparse.ArgumentTypeError(str(error).removeprefix(f"{PARAMS_FILE}: ")) from None
 
 
-def checked_setting(section: str, key: str, value_text: str) -> tuple[object, Params]:
+def checked_setting(
+    section: str, key: str, value_text: str, beside: dict | None = None
+) -> tuple[object, Params]:
     """`params.yaml` with `section.key` set to `value_text`, read as YAML as `dvc exp run -S`
-    reads it: the value and the params, checked by the schema (`params_with`). What YAML
-    refuses is an `ArgumentTypeError` too."""
+    reads it (and the section's keys in `beside` set too): the value and the params, checked by
+    the schema (`params_with`). What YAML refuses is an `ArgumentTypeError` too."""
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error)
         raise argparse.ArgumentTypeError(f"not YAML: {problem}") from None
-    return value, params_with(section, {key: value})
+    return value, params_with(section, {key: value, **(beside or {})})
 
 
 def param_setting(text: str) -> tuple[str, str, object]:

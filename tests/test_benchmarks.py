@@ -130,7 +130,13 @@ def test_precision_benchmark_times_cropped_and_scaled_images_beside_the_whole_on
     ("args", "message"),
     [
         (["--crops", "14"], "argument --crops: model.crop: Input should be less than or equal"),
-        (["--resizes", "14"], "argument --resizes: model: conv_blocks[3] shrinks the feature"),
+        (["--resizes", "14"], "--resizes 14 with conv blocks 32 → 32 stride 2"),
+        # Blocks that fit the whole image are checked with each resize the run times, not with
+        # params.yaml's alone: 0 passes, 24 is refused by name.
+        (
+            ["--resizes", "0", "24", "--conv-blocks", "[{filters: 8, kernel_size: 27}]"],
+            "error: --resizes 24 with conv blocks 8 (27×27): model: conv_blocks[0] shrinks the",
+        ),
         (["--crops", "7", "--resizes", "0"], "--crops 7 with conv blocks 32 → 32 stride 2"),
         (
             [
