@@ -42,7 +42,7 @@ import yaml
 
 from devtools.workspace import PROJECT, command_env, copy_project, edit_params, stages_run
 from stages.common import StageError
-from stages.hardware import cpu_bf16_units, cpu_model
+from stages.hardware import cpu_bf16_units, cpu_name
 from stages.params import PARAMS_FILE, Params, validate_params
 from stages.paths import EVALUATE_METRICS, TRAIN_METRICS
 
@@ -174,7 +174,7 @@ def tensorflow_version() -> str:
 
 def machine() -> dict:
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "bf16_units": cpu_bf16_units(),
         "cores": available_cores(),
         "machine_cpus": os.cpu_count(),
@@ -339,7 +339,7 @@ def markdown(results: dict) -> str:
     bf16 = ", ".join(m["bf16_units"]) or "none"
     lines = [
         f"Measured {results['date']} on {m['cpu']} (bfloat16 units: {bf16}), {cores(m)}, "
-        f"{m['memory_gb']} GB, {m['system']}; trained on {m['device']} in {m['precision']}; "
+        f"{m['memory_gb']} GB, {m['system']}; trained in {m['precision']} on {m['device']}; "
         f"Python {m['python']}, TensorFlow "
         f"{m['tensorflow']}, Keras {m['keras']}, DVC {m['dvc']}.",
         "",

@@ -29,6 +29,15 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     return cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine()
 
 
+def cpu_name(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name with its family and model numbers. Hypervisors often shorten the name
+    (three VMs, a Zen, a Zen 3 and a Zen 4, all say "AMD EPYC"), and CPUs that differ there train
+    to different figures, so the numbers are what tell such runs apart."""
+    family, model = cpuinfo_field("cpu family", cpuinfo), cpuinfo_field("model", cpuinfo)
+    name = cpu_model(cpuinfo)
+    return f"{name} (family {family}, model {model})" if family and model else name
+
+
 def cpu_bf16_units(cpuinfo: Path = CPUINFO) -> list[str]:
     """Which of `BF16_FLAGS` the CPU has (empty: bfloat16 would be emulated)."""
     flags = (cpuinfo_field("flags", cpuinfo) or "").split()

@@ -45,7 +45,26 @@ with _c_stderr_silenced():
     import keras
     import tensorflow as tf
 
-__all__ = ["InterruptCheck", "batches", "keras", "load_model", "seed_everything", "tf"]
+__all__ = [
+    "InterruptCheck",
+    "batches",
+    "keras",
+    "load_model",
+    "onednn_enabled",
+    "seed_everything",
+    "tf",
+]
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN operations on the CPU: as `TF_ENABLE_ONEDNN_OPTS` says
+    where it is set, else by the CPU (TensorFlow turns them on only for AVX-512 VNNI or BF16,
+    AVX-VNNI or AMX units). They compute in another order, so a run with them and one without
+    differ in their last digits. TensorFlow has no public call for this; its own tests, and
+    Intel's, ask the same private one."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return _pywrap_util_port.IsMklEnabled()
 
 
 class InterruptCheck(keras.callbacks.Callback):

@@ -31,7 +31,7 @@ from stages.common import (
     write_json,
 )
 from stages.dataset import IMAGE_SHAPE, load_split
-from stages.hardware import cpu_bf16_units, cpu_model
+from stages.hardware import cpu_bf16_units, cpu_name
 from stages.model import (
     build_ensemble,
     build_model,
@@ -41,7 +41,7 @@ from stages.model import (
 from stages.params import StageParams, TrainParams, load_params
 from stages.paths import HISTORY, MODEL, MODEL_SUMMARY, TRAIN_METRICS
 from stages.scoring import accuracy_and_loss
-from stages.tf_setup import InterruptCheck, batches, keras, seed_everything, tf
+from stages.tf_setup import InterruptCheck, batches, keras, onednn_enabled, seed_everything, tf
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 HISTORY_COLUMNS = ("member", "epoch", *EPOCH_METRICS)
@@ -105,11 +105,11 @@ def resolve_precision(requested: str, gpus: list[dict]) -> tuple[str, bool]:
 
 
 def device_name(gpus: list[dict]) -> str:
-    """The device that trains, as `metrics/train.json` records it: `gpu: <names>` or
-    `cpu: <model>`."""
+    """The device that trains, as `metrics/train.json` records it: `gpu: <names>`, or
+    `cpu: <model> (family F, model M), oneDNN on|off`: what changes a CPU run's figures."""
     if gpus:
         return "gpu: " + ", ".join(gpu.get("device_name", "unnamed GPU") for gpu in gpus)
-    return f"cpu: {cpu_model()}"
+    return f"cpu: {cpu_name()}, oneDNN {'on' if onednn_enabled() else 'off'}"
 
 
 def learning_rate(

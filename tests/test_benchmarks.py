@@ -384,13 +384,13 @@ def benchmark_results() -> dict:
     return {
         "date": "2026-11-22",
         "machine": {
-            "cpu": "AMD EPYC",
+            "cpu": "AMD EPYC (family 25, model 17)",
             "bf16_units": ["avx512_bf16"],
             "cores": 2,
             "machine_cpus": 2,
             "memory_gb": 23.5,
             "system": "Linux",
-            "device": "cpu: AMD EPYC",
+            "device": "cpu: AMD EPYC (family 25, model 17), oneDNN on",
             "precision": "float32",
             "python": "3.11.7",
             "tensorflow": "2.21.0",
@@ -432,7 +432,7 @@ def test_run_benchmark_table_says_which_params_it_changed():
     table = markdown(results)
     changed = "Params changed from `params.yaml` (`--set`): `train.precision=float32`, "
     assert changed + "`train.epochs=6`.\n" in table
-    assert "trained on cpu: AMD EPYC in float32" in table
+    assert "trained in float32 on cpu: AMD EPYC (family 25, model 17), oneDNN on;" in table
     del results["params_set"]
     assert "--set" not in markdown(results)
 
@@ -461,8 +461,8 @@ def test_benchmark_names_the_cores_it_was_pinned_to_not_the_machines():
     results = benchmark_results()
     results["machine"].update(cores=1, machine_cpus=16)
     assert (
-        "AMD EPYC (bfloat16 units: avx512_bf16), 1 core (pinned to them: the machine has 16 "
-        "CPUs), 23.5 GB" in markdown(results)
+        "AMD EPYC (family 25, model 17) (bfloat16 units: avx512_bf16), 1 core (pinned to them: "
+        "the machine has 16 CPUs), 23.5 GB" in markdown(results)
     )
     results["machine"].update(cores=16)
     assert "avx512_bf16), 16 cores, 23.5 GB" in markdown(results)

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from helpers import dvc, local_project, read_json, run_command, run_stage
 
-from devtools.workspace import BIN, PROJECT, edit_params
-from stages.hardware import cpu_bf16_units, cpu_model, cpuinfo_field
-from stages.tf_setup import load_model, tf
+from devtools.workspace import BIN, PROJECT, edit_params, stages_run
+from stages.hardware import cpu_bf16_units, cpu_model, cpu_name, cpuinfo_field
+from stages.tf_setup import load_model, onednn_enabled, tf
 from stages.train import bf16_native, choose_precision, device_name
 
 XEON_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
 flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
 
@@ -40,9 +42,11 @@ def cpuinfo(tmp_path: Path, text: str) -> Path:
 def test_the_cpu_and_its_bfloat16_units_are_read_from_cpuinfo(tmp_path):
     xeon = cpuinfo(tmp_path, XEON_CPUINFO)
     assert cpu_model(xeon) == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert cpu_name(xeon) == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (family 6, model 143)"
     assert cpu_bf16_units(xeon) == ["amx_bf16", "avx512_bf16"]
     epyc = cpuinfo(tmp_path, EPYC_CPUINFO)
     assert cpu_model(epyc) == "AMD EPYC 7B13"
+    assert cpu_name(epyc) == "AMD EPYC 7B13"  # no family or model to add
     assert cpu_bf16_units(epyc) == []
     missing = tmp_path / "no-such-file"
     assert cpuinfo_field("flags", missing) is None
@@ -83,7 +87,29 @@ def test_auto_picks_bfloat16_where_native_and_an_explicit_choice_stands(requeste
 def test_the_device_names_the_gpus_or_else_the_cpu():
     gpu = {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}
     assert device_name([gpu, gpu]) == "gpu: NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3"
-    assert device_name([]) == f"cpu: {cpu_model()}"
+
+
+# The CPU flags with which TensorFlow turns its oneDNN operations on, unless told otherwise.
+ONEDNN_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+
+
+@pytest.mark.parametrize("setting", ["0", "1", None])
+def test_the_cpu_device_names_the_family_and_model_and_whether_onednn_ran(monkeypatch, setting):
+    """Runs that differ in these differ in their figures: `dvc exp show` must tell them apart."""
+    if setting is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+        on = bool(ONEDNN_FLAGS & set((cpuinfo_field("flags") or "").split()))
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", setting)
+        on = setting == "1"
+    code = "from stages.train import device_name; print(device_name([]))"
+    output = run_command([str(BIN / "python"), "-c", code], PROJECT).stdout
+    assert output == f"cpu: {cpu_name()}, oneDNN {'on' if on else 'off'}\n"
+
+
+def cpu_device() -> str:
+    """The device the train stage records here: its subprocesses see this process's environment."""
+    return f"cpu: {cpu_name()}, oneDNN {'on' if onednn_enabled() else 'off'}"
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +134,7 @@ def layer_policies(model_file: Path) -> dict[str, str]:
 
 def test_mixed_bfloat16_trains_in_bfloat16_reproducibly_with_float32_probabilities(project):
     metrics, output = train(project, "mixed_bfloat16")
-    device = f"cpu: {cpu_model()}"
+    device = cpu_device()
     emulated = "" if cpu_bf16_units() else " (bfloat16 emulated: slower than float32)"
     assert f"train: mixed_bfloat16 on {device}{emulated}\n" in output
     assert metrics["precision"] == "mixed_bfloat16" and metrics["device"] == device
@@ -128,7 +154,7 @@ def test_mixed_bfloat16_trains_in_bfloat16_reproducibly_with_float32_probabiliti
 def test_auto_trains_in_float32_unless_the_cpu_has_bfloat16_units(project):
     metrics, output = train(project, "auto")
     expected = "mixed_bfloat16" if cpu_bf16_units() else "float32"
-    assert f"train: {expected} on cpu: {cpu_model()}\n" in output
+    assert f"train: {expected} on {cpu_device()}\n" in output
     assert metrics["precision"] == expected
     policies = set(layer_policies(project / "models/model.keras").values())
     assert policies == ({"mixed_bfloat16", "float32"} if cpu_bf16_units() else {"float32"})
@@ -147,12 +173,21 @@ def test_the_plain_keras_baseline_computes_in_the_precision_the_train_stage_does
     assert f"plain keras: {resolved}\n" in plain.stdout
 
 
-def test_dvc_exp_show_tells_the_precisions_apart(repo):
+def test_dvc_exp_show_tells_the_precisions_and_the_onednn_settings_apart(repo, monkeypatch):
     for precision in ("float32", "mixed_bfloat16"):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
         dvc(repo, "exp", "run", "-n", precision, "-S", f"train.precision={precision}")
+    # DVC does not see the environment: with params it has run, it would restore that run's
+    # outputs, so the README's command forces train and what follows it.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    forced = ["-f", "--downstream", "train", "-S", "train.precision=float32"]
+    ran = dvc(repo, "exp", "run", "-n", "float32-onednn", *forced).stdout
+    assert stages_run(ran) == {"train", "evaluate", "plots"}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
-    for precision in ("float32", "mixed_bfloat16"):
-        assert rows[precision]["train.precision"] == precision
-        assert rows[precision]["precision"] == precision
-        assert rows[precision]["device"] == f"cpu: {cpu_model()}"
+    runs = {"float32": "off", "mixed_bfloat16": "off", "float32-onednn": "on"}
+    for name, onednn in runs.items():
+        precision = name.removesuffix("-onednn")
+        assert rows[name]["train.precision"] == precision
+        assert rows[name]["precision"] == precision
+        assert rows[name]["device"] == f"cpu: {cpu_name()}, oneDNN {onednn}"
