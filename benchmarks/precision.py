@@ -48,7 +48,7 @@ import numpy as np
 from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load, params_with
 from devtools.workspace import PROJECT, command_env
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
-from stages.params import ConvBlock, DenseLayer, load_params
+from stages.params import ConvBlock, DenseLayer, ModelParams, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -67,45 +67,42 @@ def default_trainer(
     precision: str,
     batch_size: int,
     width: float = 1.0,
-    conv_blocks: list[ConvBlock] | None = None,
+    model: dict | None = None,
     batch_norm: str | None = None,
-    dense: list[DenseLayer] | None = None,
-    crop: int | None = None,
-    resize: int | None = None,
 ) -> tuple:
-    """The model and augmentation `params.yaml` describes (with `conv_blocks`, `dense`, `crop`,
-    `resize` and the `--batch-norm` value `batch_norm` in place of its own, if given), its conv
-    filters scaled by `width`, built and compiled by the train stage's own code in `precision`;
-    and random batches to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so
+    """The model and augmentation `params.yaml` describes, with `model`'s keys in place of its
+    `model` section's (as `dvc exp run -S model.<key>=...` would set them) and the `--batch-norm`
+    value `batch_norm` (which sets `model.batch_norm` and the layer) if given, its conv filters
+    scaled by `width`, built and compiled by the train stage's own code in `precision`; and
+    random batches to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so
     only a measuring process calls it (TensorFlow reads its options at import)."""
     from stages.model import FusedBatchNormalization, build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
 
     params = load_params("train", PROJECT)
+    overrides = dict(model or {})
+    if batch_norm is not None:
+        overrides["batch_norm"] = batch_norm != "off"
+    model_params = ModelParams.model_validate({**params.model.model_dump(), **overrides})
     blocks = [
         block.model_copy(update={"filters": max(1, round(block.filters * width))})
-        for block in conv_blocks or params.model.conv_blocks
+        for block in model_params.conv_blocks
     ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
-    batch_norm_on = params.model.batch_norm if batch_norm is None else batch_norm != "off"
     layer = keras.layers.BatchNormalization if batch_norm == "keras" else FusedBatchNormalization
-    dense_layers = params.model.dense if dense is None else dense
-    update = {"conv_blocks": blocks, "dense": dense_layers, "batch_norm": batch_norm_on}
-    if crop is not None:
-        update["crop"] = crop
-    if resize is not None:
-        update["resize"] = resize
-    model = build_model(params.model.model_copy(update=update), batch_norm_layer=layer)
-    trainer = with_augmentation(model, params.train)
+    built = build_model(
+        model_params.model_copy(update={"conv_blocks": blocks}), batch_norm_layer=layer
+    )
+    trainer = with_augmentation(built, params.train)
     trainer.compile(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
         loss="sparse_categorical_crossentropy",
     )
     images, labels = random_digits(batch_size * 8, seed=0)
     # The train stage's input pipeline, repeated: the steps are timed as training runs them.
-    return model, trainer, batches(images, labels, batch_size=batch_size).repeat()
+    return built, trainer, batches(images, labels, batch_size=batch_size).repeat()
 
 
 def random_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,23 +117,18 @@ def time_steps(
     precision: str,
     batch_size: int,
     width: float,
-    conv_blocks: list[ConvBlock],
-    dense: list[DenseLayer],
+    model: dict,
     batch_norm: str,
-    crop: int,
-    resize: int,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
-    model, trainer, batches = default_trainer(
-        precision, batch_size, width, conv_blocks, batch_norm, dense, crop, resize
-    )
+    built, trainer, batches = default_trainer(precision, batch_size, width, model, batch_norm)
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
-        return arrays_fit_ms_per_step(trainer, batch_size, steps), model.count_params()
-    return fit_ms_per_step(trainer, batches, steps), model.count_params()
+        return arrays_fit_ms_per_step(trainer, batch_size, steps), built.count_params()
+    return fit_ms_per_step(trainer, batches, steps), built.count_params()
 
 
 def arrays_fit_ms_per_step(trainer: keras.Model, batch_size: int, steps: int) -> float:
@@ -155,29 +147,19 @@ def fit_ms_per_step(trainer: keras.Model, batches: tf.data.Dataset, steps: int) 
     return (time.perf_counter() - started) / steps * 1000
 
 
-def measure(
-    precision: str,
-    batch_size: int,
-    width: float,
-    conv_blocks: list[ConvBlock],
-    dense: list[DenseLayer],
-    batch_norm: str,
-    crop: int,
-    resize: int,
-    onednn: str,
-    steps: int,
-    pipeline: str,
-) -> tuple[float, int]:
-    """`time_steps` in a fresh process, with `TF_ENABLE_ONEDNN_OPTS` set before TF loads."""
+# What a measuring child is told of a variant, as one JSON argument (`time_steps`'s arguments).
+MEASURED = ("precision", "batch_size", "width", "model", "batch_norm", "pipeline")
+
+
+def measure(variant: dict, steps: int) -> tuple[float, int]:
+    """`time_steps` for `variant` in a fresh process, with `TF_ENABLE_ONEDNN_OPTS` set as the
+    variant says before TensorFlow loads."""
     env = command_env()
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    if onednn != "default":
-        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
-    args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", precision]
-    blocks = json.dumps([block.model_dump() for block in conv_blocks])
-    dense_layers = json.dumps([layer.model_dump() for layer in dense])
-    args += [str(batch_size), str(width), blocks, dense_layers, batch_norm, str(crop), str(resize)]
-    args += [str(steps), pipeline]
+    if variant["onednn"] != "default":
+        env["TF_ENABLE_ONEDNN_OPTS"] = variant["onednn"]
+    setting = json.dumps({**{key: variant[key] for key in MEASURED}, "steps": steps})
+    args = [sys.executable, "-m", "benchmarks.precision", "--time-steps", setting]
     result = subprocess.run(args, cwd=PROJECT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"benchmark: {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -326,27 +308,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=PROJECT / "benchmarks/precision.md")
-    # The measuring child's entry point:
-    # PRECISION BATCH_SIZE WIDTH CONV_BLOCKS_JSON DENSE_JSON BATCH_NORM CROP RESIZE STEPS PIPELINE.
-    parser.add_argument("--time-steps", nargs=10, help=argparse.SUPPRESS)
+    # The measuring child's entry point: `time_steps`'s arguments, as `measure` writes them.
+    parser.add_argument("--time-steps", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_steps:
-        precision, batch_size, width, blocks, dense, batch_norm, crop, resize, steps, pipeline = (
-            args.time_steps
-        )
-        conv_blocks = [ConvBlock.model_validate(block) for block in json.loads(blocks)]
-        ms, parameters = time_steps(
-            precision,
-            int(batch_size),
-            float(width),
-            conv_blocks,
-            [DenseLayer.model_validate(layer) for layer in json.loads(dense)],
-            batch_norm,
-            int(crop),
-            int(resize),
-            int(steps),
-            pipeline,
-        )
+        ms, parameters = time_steps(**args.time_steps)
         print(f"{ms:.3f} {parameters}")
         return
     model = load_params("train", PROJECT).model  # what the options left out default to
@@ -381,11 +347,13 @@ def main() -> None:
             "precision": p,
             "batch_size": b,
             "width": w,
-            "crop": k,
-            "resize": r,
-            "blocks": c,
+            "model": {
+                "crop": k,
+                "resize": r,
+                "conv_blocks": [block.model_dump() for block in c],
+                "dense": [layer.model_dump() for layer in d],
+            },
             "conv_blocks": describe_conv_blocks(c, k, r),
-            "dense_layers": d,
             "dense": describe_dense(d),
             "batch_norm": n,
             "onednn": o,
@@ -403,19 +371,7 @@ def main() -> None:
                 f"{variant['batch_norm']}, oneDNN {variant['onednn']}, input {variant['pipeline']}",
                 file=sys.stderr,
             )
-            ms, variant["parameters"] = measure(
-                variant["precision"],
-                variant["batch_size"],
-                variant["width"],
-                variant["blocks"],
-                variant["dense_layers"],
-                variant["batch_norm"],
-                variant["crop"],
-                variant["resize"],
-                variant["onednn"],
-                args.steps,
-                variant["pipeline"],
-            )
+            ms, variant["parameters"] = measure(variant, args.steps)
             variant["ms_per_step"].append(ms)
     results = {
         "date": datetime.date.today().isoformat(),
