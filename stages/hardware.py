@@ -31,7 +31,7 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
 
 def cpu_name(cpuinfo: Path = CPUINFO) -> str:
     """The CPU's model name with its family and model numbers. Hypervisors often shorten the name
-    (three VMs, a Zen, a Zen 3 and a Zen 4, all say "AMD EPYC"), and CPUs that differ there train
+    (three VMs, a Zen 1, a Zen 3 and a Zen 4, all say "AMD EPYC"), and CPUs that differ there train
     to different figures, so the numbers are what tell such runs apart."""
     family, model = cpuinfo_field("cpu family", cpuinfo), cpuinfo_field("model", cpuinfo)
     name = cpu_model(cpuinfo)

@@ -1,5 +1,6 @@
-"""Import Keras on TensorFlow without its start-up log noise; load a model; and the input
-pipeline that feeds train and evaluate. Only train, evaluate and the predict command use it.
+"""Import Keras on TensorFlow without its start-up log noise; load a model; say whether
+TensorFlow's oneDNN operations run; and the input pipeline that feeds train and evaluate. Only
+train, evaluate and the predict command use it.
 
 Importing TensorFlow costs seconds, which is why the other stages never import this module.
 """
