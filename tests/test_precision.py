@@ -84,7 +84,7 @@ def test_auto_picks_bfloat16_where_native_and_an_explicit_choice_stands(requeste
     assert choose_precision(requested, native) == chosen
 
 
-def test_the_device_names_the_gpus_or_else_the_cpu():
+def test_the_device_names_every_training_gpu():
     gpu = {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}
     assert device_name([gpu, gpu]) == "gpu: NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3"
 
