@@ -48,7 +48,7 @@ import numpy as np
 from benchmarks.run import checked_setting, cores, cpu_seconds, machine, other_load, params_with
 from devtools.workspace import PROJECT, command_env
 from stages.dataset import IMAGE_SHAPE, NUM_CLASSES
-from stages.params import ConvBlock, DenseLayer, ModelParams, load_params
+from stages.params import ConvBlock, DenseLayer, load_params
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a measurement runs
     from stages.tf_setup import keras, tf
@@ -80,20 +80,19 @@ def default_trainer(
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
 
-    params = load_params("train", PROJECT)
     overrides = dict(model or {})
     if batch_norm is not None:
         overrides["batch_norm"] = batch_norm != "off"
-    model_params = ModelParams.model_validate({**params.model.model_dump(), **overrides})
+    params = params_with("model", overrides)  # checked by the schema, as `main` checked them
     blocks = [
         block.model_copy(update={"filters": max(1, round(block.filters * width))})
-        for block in model_params.conv_blocks
+        for block in params.model.conv_blocks
     ]
     keras.mixed_precision.set_global_policy(precision)
     seed_everything(params.train.seed, params.train.deterministic)
     layer = keras.layers.BatchNormalization if batch_norm == "keras" else FusedBatchNormalization
     built = build_model(
-        model_params.model_copy(update={"conv_blocks": blocks}), batch_norm_layer=layer
+        params.model.model_copy(update={"conv_blocks": blocks}), batch_norm_layer=layer
     )
     trainer = with_augmentation(built, params.train)
     trainer.compile(

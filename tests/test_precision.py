@@ -174,8 +174,8 @@ def test_the_plain_keras_baseline_computes_in_the_precision_the_train_stage_does
 
 
 def test_dvc_exp_show_tells_the_precisions_and_the_onednn_settings_apart(repo, monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     for precision in ("float32", "mixed_bfloat16"):
-        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
         dvc(repo, "exp", "run", "-n", precision, "-S", f"train.precision={precision}")
     # DVC does not see the environment: with params it has run, it would restore that run's
     # outputs, so the README's command forces train and what follows it.
