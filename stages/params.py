@@ -97,6 +97,7 @@ class TrainParams(Section):
     augment_shift: Float = Field(ge=0, le=0.5)
     augment_rotation: Float = Field(ge=0, le=180)
     augment_zoom: Float = Field(ge=0, lt=1)
+    augment_elastic: Float = Field(ge=0, le=100)
     seed: int = Field(ge=0, le=2**32 - 1)
     deterministic: bool
     early_stopping_patience: int = Field(ge=0)

@@ -18,8 +18,12 @@ from stages.common import interrupts_deferred
 from stages.params import TrainParams
 from stages.tf_setup import InterruptCheck, batches, keras, load_model
 from stages.train import (
+    ELASTIC_SIGMA,
     OneCycleMomentum,
+    RandomElasticDistortion,
+    bilinear_sample,
     fit,
+    gaussian_smoothing_matrix,
     learning_rate,
     one_cycle_beta_1,
     with_augmentation,
@@ -36,6 +40,7 @@ BASE = {
     "augment_shift": 0.0,
     "augment_rotation": 0.0,
     "augment_zoom": 0.0,
+    "augment_elastic": 0.0,
     "seed": 1,
     "deterministic": True,
     "early_stopping_patience": 0,
@@ -168,22 +173,110 @@ def test_augmentation_wraps_the_model_only_when_asked():
     # zoom in and out alike, keeping the digit's proportions
     assert wrapped.layers[1].height_factor == (-0.1, 0.1)
     assert wrapped.layers[1].width_factor is None
+    # the elastic distortion first, on the digit as written
+    elastic = with_augmentation(model, train_params(augment_rotation=10, augment_elastic=34))
+    kinds = [type(layer).__name__ for layer in elastic.layers]
+    assert kinds == ["RandomElasticDistortion", "RandomRotation", "Sequential"]
+    assert (elastic.layers[0].alpha, elastic.layers[0].sigma) == (34, ELASTIC_SIGMA)
 
 
 def test_each_augmentation_layer_draws_its_own_random_numbers():
     """Layers sharing one seed draw the same numbers: the zoom and shift of every image would
     follow from its rotation."""
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()])
-    every_layer = {"augment_shift": 0.1, "augment_rotation": 10, "augment_zoom": 0.1}
+    every_layer = {
+        "augment_shift": 0.1,
+        "augment_rotation": 10,
+        "augment_zoom": 0.1,
+        "augment_elastic": 34,
+    }
     wrapped = with_augmentation(model, train_params(seed=7, **every_layer))
-    seeds = [layer.seed for layer in wrapped.layers[:3]]
-    assert len(set(seeds)) == 3
+    seeds = [layer.seed for layer in wrapped.layers[:4]]
+    assert len(set(seeds)) == 4
     again = with_augmentation(model, train_params(seed=7, **every_layer))
-    assert [layer.seed for layer in again.layers[:3]] == seeds  # fixed by train.seed
+    assert [layer.seed for layer in again.layers[:4]] == seeds  # fixed by train.seed
     shift_only = with_augmentation(model, train_params(seed=7, augment_shift=0.1))
-    assert shift_only.layers[0].seed == seeds[2]  # whichever other layers are on
+    assert shift_only.layers[0].seed == seeds[3]  # whichever other layers are on
     other = with_augmentation(model, train_params(seed=8, **every_layer))
-    assert not {layer.seed for layer in other.layers[:3]} & set(seeds)
+    assert not {layer.seed for layer in other.layers[:4]} & set(seeds)
+    # the elastic layer's seed came last: the seeds of runs without it are those of before
+    assert with_augmentation(model, train_params(seed=42, augment_rotation=10)).layers[0].seed == (
+        3444837047
+    )
+
+
+def test_gaussian_smoothing_matrix_is_a_zero_padded_convolution():
+    sigma = 1.5
+    radius = int(4 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    vector = np.random.default_rng(0).uniform(-1, 1, 28)
+    smoothed = gaussian_smoothing_matrix(28, sigma) @ vector
+    np.testing.assert_allclose(smoothed, np.convolve(vector, taps / taps.sum(), "same"))
+
+
+def test_bilinear_sample_reads_between_pixels_as_keras_map_coordinates_does():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (3, 7, 9, 1)).astype("float32")
+    rows = rng.uniform(0, 6, (3, 7, 9)).astype("float32")
+    cols = rng.uniform(0, 8, (3, 7, 9)).astype("float32")
+    rows[:, 0, 0], cols[:, 0, 0] = 3.0, 4.0
+    sampled = keras.ops.convert_to_numpy(bilinear_sample(images, rows, cols))
+    batch = np.broadcast_to(np.arange(3, dtype="float32")[:, None, None], rows.shape)
+    expected = keras.ops.image.map_coordinates(images[..., 0], [batch, rows, cols], order=1)
+    np.testing.assert_allclose(sampled[..., 0], keras.ops.convert_to_numpy(expected), atol=1e-6)
+    assert (sampled[:, 0, 0] == images[:, 3, 4]).all()
+
+
+def test_bilinear_sample_reads_black_beyond_the_edges():
+    """As Keras' rotations fill (TensorFlow's `fill_mode="constant"`): the pixels beyond the
+    image are black, and a position between the edge and them reads a blend."""
+    image = np.ones((1, 4, 4, 1), dtype="float32")
+    rows = np.array([[[-0.5, -1.0, -3.0, 1.5], [3.5, 4.0, 9.0, 1.5]]], dtype="float32")
+    cols = np.array([[[1.5, 1.5, 1.5, -0.25], [1.5, 1.5, 1.5, 3.75]]], dtype="float32")
+    sampled = keras.ops.convert_to_numpy(bilinear_sample(image, rows, cols))[0, ..., 0]
+    np.testing.assert_allclose(sampled, [[0.5, 0, 0, 0.75], [0.5, 0, 0, 0.25]])
+
+
+def displacements(alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (rows, columns) that `RandomElasticDistortion` moved each pixel of 64 images by,
+    read off from ramps: an image whose value is its row number, and one of its column number,
+    each distorted by a layer of the same seed (so the same field)."""
+    ramp = np.broadcast_to(np.arange(28, dtype="float32")[:, None], (64, 28, 28))
+    moved = []
+    for image in (ramp, np.swapaxes(ramp, 1, 2)):
+        layer = RandomElasticDistortion(alpha, ELASTIC_SIGMA, seed=seed)
+        distorted = layer(np.ascontiguousarray(image)[..., None], training=True)
+        moved.append(keras.ops.convert_to_numpy(distorted)[..., 0] - image)
+    # Only where the ramp is read inside the image: a position off it reads black.
+    middle = (slice(None), slice(8, 20), slice(8, 20))
+    return moved[0][middle], moved[1][middle]
+
+
+def test_elastic_distortion_moves_each_pixel_by_a_smooth_field_of_its_own():
+    rows, cols = displacements(34, seed=3)
+    # Each direction's move: uniform noise (variance 1/3) smoothed and scaled by alpha.
+    smoothing = gaussian_smoothing_matrix(28, ELASTIC_SIGMA)[14]
+    expected_std = 34 * np.sqrt(1 / 3) * (smoothing**2).sum()
+    for moves in (rows, cols):
+        assert moves.std() == pytest.approx(expected_std, rel=0.15)
+        assert abs(moves.mean()) < 0.3
+        # smooth: neighbours move almost alike
+        assert np.corrcoef(moves[:, :, :-1].ravel(), moves[:, :, 1:].ravel())[0, 1] > 0.95
+    # the two directions drawn apart (Keras' RandomElasticTransform draws them alike)
+    assert abs(np.corrcoef(rows.ravel(), cols.ravel())[0, 1]) < 0.1
+    # and every image its own field
+    assert abs(np.corrcoef(cols[0].ravel(), cols[1].ravel())[0, 1]) < 0.5
+    same_rows, same_cols = displacements(34, seed=3)
+    assert (same_rows == rows).all() and (same_cols == cols).all()
+    assert not (displacements(34, seed=4)[1] == cols).all()
+    assert np.allclose(displacements(17, seed=3)[1], cols / 2, atol=1e-3)
+
+
+def test_elastic_distortion_only_while_training():
+    images = np.random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype("float32")
+    layer = RandomElasticDistortion(34, ELASTIC_SIGMA, seed=1)
+    assert (keras.ops.convert_to_numpy(layer(images, training=False)) == images).all()
+    assert not np.allclose(keras.ops.convert_to_numpy(layer(images, training=True)), images)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +299,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
         augment_shift=0.1,
         augment_rotation=10,
         augment_zoom=0.1,
+        augment_elastic=34,
         early_stopping_patience=1,
     )
     run_stage(repo, "preprocess")
