@@ -4,7 +4,7 @@
                                    [--widths 1 0.5] [--crops 0 2] [--resizes 0 24]
                                    [--conv-blocks params '[{filters: 32, ...}]']
                                    [--dense params '[{units: 256, dropout: 0.5}]']
-                                   [--batch-norm off on keras]
+                                   [--batch-norm off on keras] [--augment-elastic 0 34]
                                    [--onednn default 1] [--pipelines stage keras]
                                    [--rounds 3] [--steps 30]
 
@@ -13,19 +13,20 @@ with the train stage's own code, in the given precision (Keras' global dtype pol
 `TF_ENABLE_ONEDNN_OPTS` set as given (`default`: unset, TensorFlow decides by the CPU), and fed by
 the given input pipeline (`stage`: the train stage's, `stages.tf_setup.batches`; `keras`: the one
 Keras builds when `fit` is given arrays, whose tf.data autotuning the stage's turns off). A width
-other than 1 scales the filters of every conv block (0.5: half as many), `--crops` sets
-`model.crop` and `--resizes` `model.resize` (default: as `params.yaml` has them; the table writes
-them before the conv blocks as `crop 2 →` and `resize 24 →`), `--conv-blocks` replaces
-`model.conv_blocks` (`params`: as `params.yaml` has them; otherwise a YAML list, written as for
-`dvc exp run -S model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and
-`--batch-norm` sets `model.batch_norm` (default: as `params.yaml` has it; `keras`: on, with Keras'
-own layer in place of the fused one the train stage trains with), so the cost of another model can
-be measured before any training. Every combination of the options given is timed; one whose crop or
-resize leaves a conv block no feature map is refused, by name, before any timing. It trains a few
-warm-up steps on random images, then times `--steps` more. The variants run in turn, round after
-round (A B C A B C ...), so a slow spell of the machine hits them alike; the table gives every time
-and the median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time other
-processes took meanwhile.
+other than 1 scales the filters of every conv block (0.5: half as many), `--crops` sets `model.crop`
+and `--resizes` `model.resize` (default: as `params.yaml` has them; the table writes them before the
+conv blocks as `crop 2 →` and `resize 24 →`), `--conv-blocks` replaces `model.conv_blocks`
+(`params`: as `params.yaml` has them; otherwise a YAML list, written as for `dvc exp run -S
+model.conv_blocks=...`), `--dense` replaces `model.dense` the same way, and `--batch-norm` sets
+`model.batch_norm` (default: as `params.yaml` has it; `keras`: on, with Keras' own layer in place of
+the fused one the train stage trains with) and `--augment-elastic` sets `train.augment_elastic`
+(default: as `params.yaml` has it), so the cost of another model or augmentation can be measured
+before any training. Every combination of the options given is timed; one whose crop or resize
+leaves a conv block no feature map is refused, by name, before any timing. It trains a few warm-up
+steps on random images, then times `--steps` more. The variants run in turn, round after round (A B
+C A B C ...), so a slow spell of the machine hits them alike; the table gives every time and the
+median of each, and names the machine: the CPU, its bfloat16 units, and the CPU time other processes
+took meanwhile.
 
 Writes `benchmarks/precision.md` (or `--output`) and prints it.
 """
@@ -69,13 +70,14 @@ def default_trainer(
     width: float = 1.0,
     model: dict | None = None,
     batch_norm: str | None = None,
+    augment_elastic: float | None = None,
 ) -> tuple:
     """The model and augmentation `params.yaml` describes, with `model`'s keys in place of its
     `model` section's (as `dvc exp run -S model.<key>=...` would set them) and the `--batch-norm`
-    value `batch_norm` (which sets `model.batch_norm` and the layer) if given, its conv filters
-    scaled by `width`, built and compiled by the train stage's own code in `precision`; and
-    random batches to fit it on. Returns (model, trainer, batches). It imports TensorFlow, so
-    only a measuring process calls it (TensorFlow reads its options at import)."""
+    value `batch_norm` (which sets `model.batch_norm` and the layer) and `train.augment_elastic` if
+    given, its conv filters scaled by `width`, built and compiled by the train stage's own code in
+    `precision`; and random batches to fit it on. Returns (model, trainer, batches). It imports
+    TensorFlow, so only a measuring process calls it (TensorFlow reads its options at import)."""
     from stages.model import FusedBatchNormalization, build_model
     from stages.tf_setup import batches, keras, seed_everything
     from stages.train import with_augmentation
@@ -94,7 +96,10 @@ def default_trainer(
     built = build_model(
         params.model.model_copy(update={"conv_blocks": blocks}), batch_norm_layer=layer
     )
-    trainer = with_augmentation(built, params.train)
+    train = params.train
+    if augment_elastic is not None:  # checked by the schema when the option was read
+        train = train.model_copy(update={"augment_elastic": augment_elastic})
+    trainer = with_augmentation(built, train)
     trainer.compile(
         optimizer=keras.optimizers.Adam(params.train.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -118,12 +123,15 @@ def time_steps(
     width: float,
     model: dict,
     batch_norm: str,
+    augment_elastic: float,
     steps: int,
     pipeline: str,
 ) -> tuple[float, int]:
     """Milliseconds per training step and the model's parameter count, in this process (the
     measuring child's)."""
-    built, trainer, batches = default_trainer(precision, batch_size, width, model, batch_norm)
+    built, trainer, batches = default_trainer(
+        precision, batch_size, width, model, batch_norm, augment_elastic
+    )
     trainer.fit(batches, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
     if pipeline == "keras":
         return arrays_fit_ms_per_step(trainer, batch_size, steps), built.count_params()
@@ -147,7 +155,15 @@ def fit_ms_per_step(trainer: keras.Model, batches: tf.data.Dataset, steps: int) 
 
 
 # What a measuring child is told of a variant, as one JSON argument (`time_steps`'s arguments).
-MEASURED = ("precision", "batch_size", "width", "model", "batch_norm", "pipeline")
+MEASURED = (
+    "precision",
+    "batch_size",
+    "width",
+    "model",
+    "batch_norm",
+    "augment_elastic",
+    "pipeline",
+)
 
 
 def measure(variant: dict, steps: int) -> tuple[float, int]:
@@ -217,6 +233,12 @@ def model_dense(text: str) -> list[DenseLayer]:
     return model_layers("dense", text)
 
 
+def train_augment_elastic(text: str) -> float:
+    """An `--augment-elastic` value, within the schema's bounds."""
+    alpha, _ = checked_setting("train", "augment_elastic", text)
+    return alpha
+
+
 def describe_conv_blocks(blocks: list[ConvBlock], crop: int = 0, resize: int = 0) -> str:
     """Blocks as the README writes a model: `32 → 32 stride 2 → sep 64 → 64 pool` (full 3×3
     convs and valid padding unless it says otherwise), after `crop 2 →` where the image's border
@@ -276,8 +298,9 @@ def markdown(results: dict) -> str:
         machine_line(results),
         "",
         "| precision | batch | width (parameters) | conv blocks | dense | batch-norm "
-        "| TF_ENABLE_ONEDNN_OPTS | input pipeline | ms per step | median | ms per image |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| elastic α | TF_ENABLE_ONEDNN_OPTS | input pipeline | ms per step | median "
+        "| ms per image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["variants"]:
         median = statistics.median(row["ms_per_step"])
@@ -285,7 +308,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {row['precision']} | {row['batch_size']} | {row['width']:g} "
             f"({row['parameters']:,}) | {row['conv_blocks']} | {row['dense']} | "
-            f"{row['batch_norm']} | "
+            f"{row['batch_norm']} | {row['augment_elastic']:g} | "
             f"{row['onednn']} | {PIPELINES[row['pipeline']]} | {times} | "
             f"{median:.1f} | {median / row['batch_size']:.2f} |"
         )
@@ -302,6 +325,7 @@ def main() -> None:
     parser.add_argument("--conv-blocks", type=model_conv_blocks, nargs="+")
     parser.add_argument("--dense", type=model_dense, nargs="+")
     parser.add_argument("--batch-norm", nargs="+", choices=BATCH_NORM_LAYERS)
+    parser.add_argument("--augment-elastic", type=train_augment_elastic, nargs="+")
     parser.add_argument("--onednn", nargs="+", default=["default"], choices=["default", "0", "1"])
     parser.add_argument("--pipelines", nargs="+", default=["stage"], choices=list(PIPELINES))
     parser.add_argument("--rounds", type=int, default=3)
@@ -314,10 +338,12 @@ def main() -> None:
         ms, parameters = time_steps(**args.time_steps)
         print(f"{ms:.3f} {parameters}")
         return
-    model = load_params("train", PROJECT).model  # what the options left out default to
+    params = load_params("train", PROJECT)  # what the options left out default to
+    model = params.model
     conv_blocks = args.conv_blocks or [list(model.conv_blocks)]
     dense = args.dense or [list(model.dense)]
     batch_norms = args.batch_norm or ["on" if model.batch_norm else "off"]
+    elastics = args.augment_elastic or [params.train.augment_elastic]
     crops = args.crops or [model.crop]
     resizes = args.resizes or [model.resize]
     for crop, resize, blocks in itertools.product(crops, resizes, conv_blocks):
@@ -338,6 +364,7 @@ def main() -> None:
         conv_blocks,
         dense,
         batch_norms,
+        elastics,
         args.onednn,
         args.pipelines,
     )
@@ -355,11 +382,12 @@ def main() -> None:
             "conv_blocks": describe_conv_blocks(c, k, r),
             "dense": describe_dense(d),
             "batch_norm": n,
+            "augment_elastic": e,
             "onednn": o,
             "pipeline": i,
             "ms_per_step": [],
         }
-        for p, b, w, k, r, c, d, n, o, i in combinations
+        for p, b, w, k, r, c, d, n, e, o, i in combinations
     ]
     for round_ in range(args.rounds):
         for variant in variants:
@@ -367,7 +395,8 @@ def main() -> None:
                 f"benchmark: round {round_ + 1} of {args.rounds}: {variant['precision']}, batch "
                 f"{variant['batch_size']}, width {variant['width']:g}, conv blocks "
                 f"{variant['conv_blocks']}, dense {variant['dense']}, batch-norm "
-                f"{variant['batch_norm']}, oneDNN {variant['onednn']}, input {variant['pipeline']}",
+                f"{variant['batch_norm']}, elastic {variant['augment_elastic']:g}, oneDNN "
+                f"{variant['onednn']}, input {variant['pipeline']}",
                 file=sys.stderr,
             )
             ms, variant["parameters"] = measure(variant, args.steps)

@@ -47,7 +47,8 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     order = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
     model = load_params("train", PROJECT).model
     blocks = describe_conv_blocks(model.conv_blocks, model.crop, model.resize)
-    rest = f"dense {describe_dense(model.dense)}, batch-norm off, oneDNN default, input stage"
+    rest = f"dense {describe_dense(model.dense)}, batch-norm off, elastic 0, oneDNN default"
+    rest += ", input stage"
     assert order == [
         f"round 1 of 2: float32, batch 4, width 1, conv blocks {blocks}, {rest}",
         f"round 1 of 2: float32, batch 4, width 0.5, conv blocks {blocks}, {rest}",
@@ -61,10 +62,11 @@ def test_precision_benchmark_alternates_the_variants_and_tables_each(tmp_path):
     full, half = (int(parameters.strip(")").replace(",", "")) for _, parameters in widths)
     assert half < full  # the narrower model was the one timed
     for row in rows:
-        assert (row[5], row[7]) == ("off", "train stage's")  # params.yaml's batch-norm
-        times = [float(ms) for ms in row[8].split(", ")]
+        # params.yaml's batch-norm and elastic distortion
+        assert (row[5], row[6], row[8]) == ("off", "0", "train stage's")
+        times = [float(ms) for ms in row[9].split(", ")]
         assert len(times) == 2 and all(ms > 0 for ms in times)
-        assert float(row[9]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
+        assert float(row[10]) == pytest.approx(sum(times) / 2, abs=0.1)  # the median of two
     assert table.read_text() in result.stdout
 
 
@@ -94,7 +96,7 @@ def test_precision_benchmark_times_other_dense_layers_beside_the_params_ones(tmp
     args += ["--dense", "params", "[]", "[{units: 64}]", "--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
     dense = describe_dense(load_params("train", PROJECT).model.dense)
-    assert [line.split(", ")[-4] for line in result.stderr.splitlines()] == [
+    assert [line.split(", ")[-5] for line in result.stderr.splitlines()] == [
         f"dense {dense}",
         "dense none",
         "dense 64",
@@ -171,8 +173,8 @@ def test_precision_benchmark_times_keras_own_input_pipeline_beside_the_stages(tm
         "input keras",
     ]
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
-    assert [row[7] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
-    assert all(float(row[9]) > 0 for row in rows)
+    assert [row[8] for row in rows] == ["train stage's", "Keras' from arrays (autotuned)"]
+    assert all(float(row[10]) > 0 for row in rows)
 
 
 def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_path):
@@ -182,7 +184,7 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
     args += ["--rounds", "1", "--steps", "2"]
     args += ["--output", str(table)]
     result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
-    assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
+    assert [line.split(", ")[-4] for line in result.stderr.splitlines()] == [
         "batch-norm off",
         "batch-norm on",
         "batch-norm keras",
@@ -192,6 +194,41 @@ def test_precision_benchmark_times_the_model_with_batch_norm_beside_without(tmp_
     # On, the batch-norm weights are the same whichever layer computes them.
     off, on = (one_pooled_conv_parameters(params_dense_units(), bn) for bn in (False, True))
     assert [row[2] for row in rows] == [off, on, on]
+
+
+def test_precision_benchmark_times_the_elastic_distortion_beside_none(tmp_path):
+    table = tmp_path / "precision.md"
+    args = ["--precisions", "float32", "--batch-sizes", "4", "--conv-blocks", ONE_POOLED_CONV]
+    args += ["--augment-elastic", "0", "34", "--rounds", "1", "--steps", "2"]
+    args += ["--output", str(table)]
+    result = run_command([sys.executable, "-m", "benchmarks.precision", *args], PROJECT)
+    assert [line.split(", ")[-3] for line in result.stderr.splitlines()] == [
+        "elastic 0",
+        "elastic 34",
+    ]
+    rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| f")]
+    assert [row[6] for row in rows] == ["0", "34"]
+
+
+def test_precision_benchmark_trains_behind_the_elastic_distortion_it_names():
+    from benchmarks.precision import default_trainer
+    from stages.tf_setup import keras
+
+    _, trainer, _ = default_trainer("float32", batch_size=4, augment_elastic=34)
+    assert type(trainer.layers[0]).__name__ == "RandomElasticDistortion"
+    assert trainer.layers[0].alpha == 34
+    _, trainer, _ = default_trainer("float32", batch_size=4, augment_elastic=0)
+    assert "RandomElasticDistortion" not in {type(layer).__name__ for layer in trainer.layers}
+    keras.backend.clear_session()  # layer names start afresh for the tests that read them
+
+
+def test_precision_benchmark_refuses_an_elastic_strength_the_params_schema_refuses():
+    command = [sys.executable, "-m", "benchmarks.precision", "--augment-elastic", "-1"]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "argument --augment-elastic: train.augment_elastic: Input should be greater" in (
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize(
