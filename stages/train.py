@@ -222,7 +222,7 @@ class RandomElasticDistortion(keras.layers.Layer):
             (ops.shape(images)[0], 2, height, width), -1, 1, seed=self.seed_generator
         )
         # Smoothing down the columns and along the rows: two matrix products, a separable
-        # convolution with zero padding (a third faster here than Keras' depthwise convolution).
+        # convolution with zero padding (faster here than Keras' depthwise convolution).
         down_cols = ops.convert_to_tensor(gaussian_smoothing_matrix(height, self.sigma), "float32")
         along_rows = ops.convert_to_tensor(gaussian_smoothing_matrix(width, self.sigma), "float32")
         field = self.alpha * ops.matmul(ops.matmul(down_cols, noise), ops.transpose(along_rows))
